@@ -1,0 +1,65 @@
+"""Stage completion markers: a stage is done when its marker exists with matching config and input hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from factory.shards import sha256_file
+
+MARKER_NAME = "_SUCCESS.json"
+
+
+def marker_path(stage_dir: Path) -> Path:
+    return stage_dir / MARKER_NAME
+
+
+def read_marker(stage_dir: Path) -> dict | None:
+    path = marker_path(stage_dir)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+def marker_digest(stage_dir: Path) -> str:
+    """What downstream stages record as their input hash: the upstream marker's bytes."""
+    return hashlib.sha256(marker_path(stage_dir).read_bytes()).hexdigest()
+
+
+def is_done(stage_dir: Path, config_hash: str, input_hash: str) -> bool:
+    marker = read_marker(stage_dir)
+    return bool(marker) and marker["config_hash"] == config_hash and marker["input_hash"] == input_hash
+
+
+def write_marker(
+    build_dir: Path, stage_dir: Path, stage: str, config_hash: str, input_hash: str, counts: dict,
+    outputs: list[Path],
+) -> dict:
+    """Written last and atomically, listing every output with its sha256, so partial output is never done."""
+    marker = {
+        "stage": stage,
+        "config_hash": config_hash,
+        "input_hash": input_hash,
+        "counts": counts,
+        "outputs": {str(p.relative_to(build_dir)): sha256_file(p) for p in sorted(outputs)},
+    }
+    tmp = stage_dir / f".{MARKER_NAME}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, marker_path(stage_dir))
+    return marker
+
+
+def reset_paths(directory: Path, stray_files: list[Path]) -> None:
+    """Clear what an unfinished run of a stage left behind."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    for path in stray_files:
+        path.unlink(missing_ok=True)
+    directory.mkdir(parents=True)
+

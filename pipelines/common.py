@@ -1,0 +1,235 @@
+"""Shared Beam plumbing: runner options, reading stage parts, partitioned atomic Parquet writes, stage skipping."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import apache_beam as beam
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from factory.config import BuildConfig, RunnerConfig
+from factory.markers import is_done, marker_digest, read_marker, reset_paths, write_marker
+from factory.records import DROPPED, KEPT, LEDGER_SCHEMA, ledger_row, stage_schema
+
+log = logging.getLogger(__name__)
+
+
+def beam_options(runner: RunnerConfig) -> PipelineOptions:
+    """The in-process FnApiRunner by default (nothing downloaded); any runner by its options."""
+    options: dict = {"runner": runner.runner, **runner.options}
+    if runner.runner in {"FnApiRunner", "DirectRunner"}:
+        in_memory = runner.direct_running_mode == "in_memory"
+        options |= {
+            "direct_num_workers": 1 if in_memory else runner.direct_num_workers,
+            "direct_running_mode": runner.direct_running_mode,
+        }
+    return PipelineOptions.from_dictionary(options)
+
+
+def partition_of(doc_id: str, num_partitions: int) -> int:
+    return xxhash.xxh64_intdigest(doc_id.encode()) % num_partitions
+
+
+def part_name(prefix: str, index: int, total: int) -> str:
+    return f"{prefix}part-{index:05d}-of-{total:05d}.parquet"
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    """Where one stage of one build writes: its parts, its ledger rows, its marker."""
+
+    build_dir: Path
+    stage: str
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.build_dir / "stages" / self.stage
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.build_dir / "ledger"
+
+    def parts(self) -> list[Path]:
+        return sorted(self.stage_dir.glob("part-*.parquet"))
+
+    def ledger_parts(self) -> list[Path]:
+        return sorted(self.ledger_dir.glob(f"{self.stage}-part-*.parquet"))
+
+
+class ReadKeptRows(beam.DoFn):
+    """Reads one Parquet part of the previous stage and emits the rows it kept, without decision columns."""
+
+    def process(self, path: str) -> Iterable[dict]:
+        table = pq.read_table(path)
+        table = table.filter(pa.compute.field("keep")).drop_columns(["keep", "reason"])
+        yield from table.to_pylist()
+
+
+def read_kept(pipeline: beam.Pipeline, upstream: StagePaths, label: str = "Read") -> beam.PCollection:
+    files = [str(path) for path in upstream.parts()]
+    return (
+        pipeline
+        | f"{label}Files" >> beam.Create(files)
+        | f"{label}Rows" >> beam.ParDo(ReadKeptRows())
+        | f"{label}Spread" >> beam.Reshuffle()
+    )
+
+
+class WritePartition(beam.DoFn):
+    """Writes one partition (rows sorted by doc_id, so output is independent of worker count) and its ledger."""
+
+    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str) -> None:
+        self.paths, self.schema, self.total, self.drop_status = paths, schema, total, drop_status
+
+    def process(self, element: tuple[int, Iterable[dict]]) -> Iterable[str]:
+        index, rows = element
+        ordered = sorted(rows, key=lambda row: row["doc_id"])
+        write_parquet_atomic(
+            pa.Table.from_pylist(ordered, schema=self.schema),
+            self.paths.stage_dir / part_name("", index, self.total),
+        )
+        terminal = [
+            ledger_row(row, self.drop_status, self.paths.stage)
+            for row in ordered
+            if self.drop_status == KEPT or not row["keep"]
+        ]
+        write_parquet_atomic(
+            pa.Table.from_pylist(terminal, schema=LEDGER_SCHEMA),
+            self.paths.ledger_dir / part_name(f"{self.paths.stage}-", index, self.total),
+        )
+        yield str(index)
+
+
+class WriteStage(beam.PTransform):
+    """Partitions rows by doc_id hash and writes every partition with WritePartition."""
+
+    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str) -> None:
+        super().__init__()
+        self.paths, self.schema, self.total, self.drop_status = paths, schema, total, drop_status
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        total = self.total
+        return (
+            rows
+            | "KeyByPartition" >> beam.Map(lambda row: (partition_of(row["doc_id"], total), row))
+            | "GroupPartition" >> beam.GroupByKey()
+            | "WritePartition" >> beam.ParDo(WritePartition(self.paths, self.schema, total, self.drop_status))
+        )
+
+
+def fill_empty_partitions(paths: StagePaths, schema: pa.Schema, total: int) -> None:
+    """Partitions that received no rows still get (empty) files, so every build has the same file set."""
+    for index in range(total):
+        part = paths.stage_dir / part_name("", index, total)
+        if not part.exists():
+            write_parquet_atomic(schema.empty_table(), part)
+        ledger = paths.ledger_dir / part_name(f"{paths.stage}-", index, total)
+        if not ledger.exists():
+            write_parquet_atomic(LEDGER_SCHEMA.empty_table(), ledger)
+
+
+def decision_counts(paths: StagePaths) -> dict:
+    """Documents in, kept, and dropped per reason, read back from the stage's own output."""
+    files = [str(path) for path in paths.parts()]
+    rows = duckdb.sql(
+        "SELECT keep, reason, count(*) FROM read_parquet($files) GROUP BY ALL ORDER BY ALL",
+        params={"files": files},
+    ).fetchall()
+    reasons: dict[str, int] = {}
+    kept = 0
+    for keep, reason, count in rows:
+        if keep:
+            kept += count
+        else:
+            reasons[reason or "unspecified"] = reasons.get(reason or "unspecified", 0) + count
+    return {"documents": kept + sum(reasons.values()), "kept": kept, "dropped": reasons}
+
+
+@dataclass
+class StageResult:
+    stage: str
+    counts: dict
+    skipped: bool
+    seconds: float
+
+
+def run_stage(
+    config: BuildConfig,
+    paths: StagePaths,
+    upstream: StagePaths | None,
+    input_hash: str | None,
+    body: Callable[[], dict],
+    extra_outputs: Callable[[], list[Path]] = list,
+) -> StageResult:
+    """Skip a stage whose marker matches; otherwise clear its leftovers, run it, and write its marker last."""
+    config_hash = config.stage_hash(paths.stage)
+    input_hash = input_hash if upstream is None else marker_digest(upstream.stage_dir)
+    if is_done(paths.stage_dir, config_hash, input_hash):
+        return StageResult(paths.stage, read_marker(paths.stage_dir)["counts"], True, 0.0)
+    start = time.perf_counter()
+    reset_paths(paths.stage_dir, paths.ledger_parts())
+    counts = body()
+    outputs = paths.parts() + paths.ledger_parts() + extra_outputs()
+    write_marker(paths.build_dir, paths.stage_dir, paths.stage, config_hash, input_hash, counts, outputs)
+    return StageResult(paths.stage, counts, False, time.perf_counter() - start)
+
+
+def run_beam(config: BuildConfig, build: Callable[[beam.Pipeline], None]) -> None:
+    with beam.Pipeline(options=beam_options(config.runner)) as pipeline:
+        build(pipeline)
+
+
+class AnnotateBatch(beam.DoFn):
+    """Base for per-document stages: loads its model once per worker, then judges documents a batch at a time."""
+
+    def annotate(self, rows: list[dict]) -> list[dict]:
+        raise NotImplementedError
+
+    def process(self, batch: list[dict]) -> Iterable[dict]:
+        yield from self.annotate(batch)
+
+
+def run_document_stage(
+    config: BuildConfig,
+    build_dir: Path,
+    stage: str,
+    upstream: str,
+    added: list[pa.Field],
+    make_dofn: Callable[[], AnnotateBatch],
+    batch_size: int = 256,
+) -> StageResult:
+    """A stage that reads the upstream survivors, annotates them in batches, and writes keep/drop per document."""
+    paths, previous = StagePaths(build_dir, stage), StagePaths(build_dir, upstream)
+    schema = stage_schema(pq.read_schema(previous.parts()[0]), added)
+    total = config.num_partitions
+
+    def body() -> dict:
+        def build(pipeline: beam.Pipeline) -> None:
+            (
+                read_kept(pipeline, previous)
+                | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
+                | "Annotate" >> beam.ParDo(make_dofn())
+                | "Write" >> WriteStage(paths, schema, total, DROPPED)
+            )
+
+        run_beam(config, build)
+        fill_empty_partitions(paths, schema, total)
+        return decision_counts(paths)
+
+    return run_stage(config, paths, previous, None, body)

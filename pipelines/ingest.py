@@ -1,0 +1,55 @@
+"""Ingest stage: every input file into normalised document rows with stable ids; unreadable records go invalid."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import apache_beam as beam
+
+from factory.config import BuildConfig
+from factory.records import INVALID, stage_schema
+from pipelines.common import (
+    StagePaths,
+    StageResult,
+    WriteStage,
+    decision_counts,
+    fill_empty_partitions,
+    run_beam,
+    run_stage,
+)
+from pipelines.readers import RecordReader, display_path, inputs_digest, resolve_inputs
+
+STAGE = "ingest"
+
+
+class ReadInputFile(beam.DoFn):
+    def __init__(self, config: BuildConfig) -> None:
+        self.config = config
+
+    def process(self, element: tuple[str, int]) -> Iterable[dict]:
+        path, spec_index = element
+        spec = self.config.inputs[spec_index]
+        reader = RecordReader(spec, self.config.ingest, path, display_path(path, self.config.base_dir))
+        yield from reader.rows()
+
+
+def run(config: BuildConfig, build_dir: Path) -> StageResult:
+    files = resolve_inputs(config)
+    paths = StagePaths(build_dir, STAGE)
+    schema = stage_schema(None, [])
+
+    def body() -> dict:
+        def build(pipeline: beam.Pipeline) -> None:
+            (
+                pipeline
+                | "Files" >> beam.Create(files)
+                | "Read" >> beam.ParDo(ReadInputFile(config))
+                | "Write" >> WriteStage(paths, schema, config.num_partitions, INVALID)
+            )
+
+        run_beam(config, build)
+        fill_empty_partitions(paths, schema, config.num_partitions)
+        return decision_counts(paths)
+
+    return run_stage(config, paths, None, inputs_digest(files), body)
