@@ -122,8 +122,9 @@ class BuildConfig(Strict):
         parts = {"stage": stage, "seed": self.seed, "num_partitions": self.num_partitions}
         if stage == "ingest":
             parts["inputs"] = [spec.model_dump() for spec in self.inputs]
-        if hasattr(self, stage):
-            parts[stage] = getattr(self, stage).model_dump()
+        section = self.tokenize.tokenizer if stage == "tokenizer" else getattr(self, stage, None)
+        if section is not None:
+            parts[stage] = section.model_dump()
         blob = json.dumps(parts, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -28,6 +28,8 @@ _HASH_DROP = regex.compile(r"[\p{P}\p{S}\p{Cf}]+")
 _DIGITS = regex.compile(r"\p{Nd}+")
 
 MAX_BLANK_LINES = 2
+# Above this share of no-space-script characters a text is treated as CJK (character-level) text.
+CJK_DOMINANT_RATIO = 0.3
 
 
 def normalize_whitespace(text: str) -> str:
@@ -57,6 +59,11 @@ def cjk_ratio(text: str) -> float:
     if total == 0:
         return 0.0
     return len(_CJK_CHAR.findall(text)) / total
+
+
+def is_cjk_dominant(text: str) -> bool:
+    """True when no-space scripts make up more than CJK_DOMINANT_RATIO of the text's word characters."""
+    return cjk_ratio(text) > CJK_DOMINANT_RATIO
 
 
 def count_cjk(text: str) -> int:

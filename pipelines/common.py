@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -179,7 +180,8 @@ def run_stage(
 ) -> StageResult:
     """Skip a stage whose marker matches; otherwise clear its leftovers, run it, and write its marker last."""
     config_hash = config.stage_hash(paths.stage)
-    input_hash = input_hash if upstream is None else marker_digest(upstream.stage_dir)
+    upstream_hash = "" if upstream is None else marker_digest(upstream.stage_dir)
+    input_hash = hashlib.sha256(f"{upstream_hash}:{input_hash or ''}".encode()).hexdigest()
     if is_done(paths.stage_dir, config_hash, input_hash):
         return StageResult(paths.stage, read_marker(paths.stage_dir)["counts"], True, 0.0)
     start = time.perf_counter()

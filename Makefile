@@ -1,0 +1,32 @@
+# One entry point: `make demo` and `make test` build .venv from nothing, install the pinned set, and run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch's CPU wheel: pip finds it on this machine's local wheel store; elsewhere point pip at PyTorch's CPU index,
+# e.g. make TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint clean install
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[train,dev]'
+	touch $@
+
+demo: install
+	$(BIN)/factory demo --out demo-build
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) demo-build .pytest_cache

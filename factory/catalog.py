@@ -1,0 +1,54 @@
+"""The build's DuckDB catalog: views over the stage, ledger, shard-index and plan Parquet files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+CATALOG_NAME = "catalog.duckdb"
+DOCUMENT_STAGES = ("ingest", "langid", "heuristics", "dedup", "quality")
+
+
+def _views(build_dir: Path) -> dict[str, str]:
+    """View name -> SELECT, for every file set the build has produced so far."""
+    root = build_dir.resolve()
+    views: dict[str, str] = {}
+    if any((root / "ledger").glob("*.parquet")):
+        views["ledger"] = f"SELECT * FROM read_parquet('{root}/ledger/*.parquet')"
+    if (root / "shards" / "index.parquet").exists():
+        views["shards"] = f"SELECT * FROM read_parquet('{root}/shards/index.parquet')"
+    for stage in DOCUMENT_STAGES:
+        if any((root / "stages" / stage).glob("part-*.parquet")):
+            views[stage] = f"SELECT * EXCLUDE (text) FROM read_parquet('{root}/stages/{stage}/part-*.parquet')"
+    if any((root / "stages" / "tokenize").glob("part-*.parquet")):
+        views["tokenize"] = f"SELECT * FROM read_parquet('{root}/stages/tokenize/part-*.parquet')"
+    if (root / "stages" / "quality" / "buckets.parquet").exists():
+        views["quality_buckets"] = f"SELECT * FROM read_parquet('{root}/stages/quality/buckets.parquet')"
+    if (root / "manifests" / "plan.parquet").exists():
+        views["plan"] = f"SELECT * FROM read_parquet('{root}/manifests/plan.parquet')"
+    return views
+
+
+def build_catalog(build_dir: str | Path) -> Path:
+    """(Re)write catalog.duckdb atomically; views use absolute paths, so rebuild it after moving a build."""
+    build_dir = Path(build_dir)
+    target = build_dir / CATALOG_NAME
+    tmp = build_dir / f".{CATALOG_NAME}.tmp-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    with duckdb.connect(str(tmp)) as con:
+        for name, select in _views(build_dir).items():
+            con.execute(f'CREATE VIEW "{name}" AS {select}')
+    os.replace(tmp, target)
+    return target
+
+
+def query(build_dir: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run SQL against a build's catalog read-only; returns column names and rows."""
+    path = Path(build_dir) / CATALOG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no catalog at {path}: run `factory build` first")
+    with duckdb.connect(str(path), read_only=True) as con:
+        result = con.execute(sql)
+        return [column[0] for column in result.description], result.fetchall()

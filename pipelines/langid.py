@@ -1,0 +1,42 @@
+"""Language-ID stage: fastText lid.176 (or a configured model) over batches of documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from factory.config import BuildConfig, LangidConfig
+from filters.langid import LanguageIdentifier, keep_language
+from pipelines.common import AnnotateBatch, StageResult, run_document_stage
+
+STAGE = "langid"
+FIELDS = [
+    pa.field("lang", pa.string()),
+    pa.field("lang_score", pa.float32()),
+    pa.field("lang2", pa.string()),
+    pa.field("lang2_score", pa.float32()),
+]
+
+
+class IdentifyLanguage(AnnotateBatch):
+    def __init__(self, config: LangidConfig) -> None:
+        self.config = config
+        self.identifier: LanguageIdentifier | None = None
+
+    def setup(self) -> None:
+        self.identifier = LanguageIdentifier(self.config)
+
+    def annotate(self, rows: list[dict]) -> list[dict]:
+        results = self.identifier.predict([row["text"] for row in rows])
+        for row, result in zip(rows, results, strict=True):
+            keep, reason = keep_language(result, self.config)
+            row.update(
+                lang=result.lang, lang_score=result.score, lang2=result.lang2, lang2_score=result.score2,
+                keep=keep, reason=reason,
+            )
+        return rows
+
+
+def run(config: BuildConfig, build_dir: Path) -> StageResult:
+    return run_document_stage(config, build_dir, STAGE, "ingest", FIELDS, lambda: IdentifyLanguage(config.langid))

@@ -1,0 +1,163 @@
+"""Tokenize stage: sentencepiece in batches, then pack each source x language x bucket stream into Arrow shards.
+
+Bound: one stream partition (`tokenize.partitions_per_stream` splits a stream) is packed in one worker's memory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import sentencepiece as spm
+
+from factory.config import BuildConfig
+from factory.markers import marker_digest
+from factory.records import KEPT
+from factory.shards import ShardRows, shard_schema, token_dtype, write_index, write_shard
+from pipelines.common import (
+    StagePaths,
+    StageResult,
+    WriteStage,
+    decision_counts,
+    fill_empty_partitions,
+    partition_of,
+    read_kept,
+    run_beam,
+    run_stage,
+)
+from pipelines.quality import base_language
+from pipelines.tokenizer import TokenizerInfo, load_info
+
+STAGE = "tokenize"
+SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("source", pa.string()),
+        ("input_file", pa.string()),
+        ("location", pa.string()),
+        ("lang", pa.string()),
+        ("bucket", pa.string()),
+        ("n_tokens", pa.int64()),
+        ("shard", pa.string()),
+        ("keep", pa.bool_()),
+        ("reason", pa.string()),
+    ]
+)
+StreamKey = tuple[str, str, str, int]  # source, language, bucket, partition
+
+
+class Encode(beam.DoFn):
+    """Encodes a batch of documents with one sentencepiece call and keys each by its shard stream."""
+
+    def __init__(self, model_path: str, partitions: int) -> None:
+        self.model_path, self.partitions = model_path, partitions
+
+    def setup(self) -> None:
+        self.processor = spm.SentencePieceProcessor(model_file=self.model_path)
+
+    def process(self, batch: list[dict]) -> Iterable[tuple[StreamKey, dict]]:
+        encoded = self.processor.encode([row["text"] for row in batch])
+        for row, ids in zip(batch, encoded, strict=True):
+            key = (row["source"], base_language(row["lang"]), row["bucket"],
+                   partition_of(row["doc_id"], self.partitions))
+            yield key, {
+                "doc_id": row["doc_id"], "input_file": row["input_file"], "location": row["location"],
+                "lang": row["lang"], "ids": np.asarray(ids, dtype=np.uint32),
+            }
+
+
+def pack(documents: list[np.ndarray], width: int, bos: int, eos: int, pad: int) -> ShardRows:
+    """Concatenate [bos] doc [eos] for every document and cut into rows; the last row is padded."""
+    pieces, starts, offset = [], [], 0
+    for ids in documents:
+        starts.append(offset)
+        pieces += [np.array([bos], np.uint32), ids, np.array([eos], np.uint32)]
+        offset += len(ids) + 2
+    flat = np.concatenate(pieces) if pieces else np.empty(0, np.uint32)
+    n_rows = -(-len(flat) // width)
+    tokens = np.full(n_rows * width, pad, dtype=np.uint32)
+    tokens[: len(flat)] = flat
+    starts_arr = np.asarray(starts, dtype=np.int64)
+    doc_starts = []
+    for row in range(n_rows):
+        inside = starts_arr[(starts_arr >= row * width) & (starts_arr < (row + 1) * width)] - row * width
+        doc_starts.append(sorted({0, *inside.tolist()}))
+    valid = np.minimum(width, len(flat) - np.arange(n_rows) * width).astype(np.int32)
+    return ShardRows(tokens=tokens.reshape(n_rows, width), doc_starts=doc_starts, valid_len=valid)
+
+
+class PackStream(beam.DoFn):
+    """Packs one stream (documents in id order) into shards of `rows_per_shard` rows; emits index entries."""
+
+    def __init__(self, build_dir: Path, config: BuildConfig, tokenizer: TokenizerInfo) -> None:
+        self.build_dir, self.tokenize, self.tokenizer = build_dir, config.tokenize, tokenizer
+
+    def process(self, element: tuple[StreamKey, Iterable[dict]]) -> Iterable:
+        (source, lang, bucket, part), docs = element
+        docs = sorted(docs, key=lambda doc: doc["doc_id"])
+        width = self.tokenize.seq_len + 1
+        dtype = token_dtype(self.tokenizer.vocab_size)
+        rows = pack([doc["ids"] for doc in docs], width, self.tokenizer.bos_id, self.tokenizer.eos_id,
+                    self.tokenizer.pad_id)
+        doc_rows = np.cumsum([0] + [len(doc["ids"]) + 2 for doc in docs])[:-1] // width
+        metadata = {"tokenizer_sha256": self.tokenizer.sha256, "source": source, "lang": lang,
+                    "bucket": bucket, "dtype": dtype.name}
+        schema = shard_schema(self.tokenize.seq_len, dtype, metadata)
+        per_shard = self.tokenize.rows_per_shard
+        for shard_no, first in enumerate(range(0, len(rows.valid_len), per_shard)):
+            last = min(first + per_shard, len(rows.valid_len))
+            block = ShardRows(rows.tokens[first:last].astype(dtype), rows.doc_starts[first:last],
+                              rows.valid_len[first:last])
+            rel = f"shards/{source}/{lang}/{bucket}/part{part:03d}-{shard_no:05d}.arrow"
+            digest = write_shard(self.build_dir / rel, block, schema)
+            members = [doc for doc, row in zip(docs, doc_rows, strict=True) if first <= row < last]
+            yield {"path": rel, "sha256": digest, "rows": last - first, "tokens": int(block.valid_len.sum()),
+                   "documents": len(members), "source": source, "lang": lang, "bucket": bucket,
+                   "seq_len": self.tokenize.seq_len, "bytes": (self.build_dir / rel).stat().st_size}
+            for doc in members:
+                yield beam.pvalue.TaggedOutput("docs", {
+                    "doc_id": doc["doc_id"], "source": source, "input_file": doc["input_file"],
+                    "location": doc["location"], "lang": doc["lang"], "bucket": bucket,
+                    "n_tokens": len(doc["ids"]) + 2, "shard": rel, "keep": True, "reason": None,
+                })
+
+
+class WriteIndex(beam.DoFn):
+    def __init__(self, build_dir: Path) -> None:
+        self.build_dir = build_dir
+
+    def process(self, entries: list[dict]) -> Iterable[None]:
+        write_index(self.build_dir, entries)
+        return []
+
+
+def run(config: BuildConfig, build_dir: Path) -> StageResult:
+    paths, previous = StagePaths(build_dir, STAGE), StagePaths(build_dir, "quality")
+    tokenizer_marker = StagePaths(build_dir, "tokenizer")
+    shards_dir = build_dir / "shards"
+
+    def build(pipeline: beam.Pipeline) -> None:
+        tokenizer = load_info(build_dir)
+        packed = (
+            read_kept(pipeline, previous)
+            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=256)
+            | "Encode" >> beam.ParDo(Encode(str(build_dir / tokenizer.path), config.tokenize.partitions_per_stream))
+            | "GroupStream" >> beam.GroupByKey()
+            | "Pack" >> beam.ParDo(PackStream(build_dir, config, tokenizer)).with_outputs("docs", main="index")
+        )
+        _ = packed.index | "AllEntries" >> beam.combiners.ToList() | "WriteIndex" >> beam.ParDo(WriteIndex(build_dir))
+        _ = packed.docs | "Write" >> WriteStage(paths, SCHEMA, config.num_partitions, KEPT)
+
+    def body() -> dict:
+        if shards_dir.exists():
+            shutil.rmtree(shards_dir)
+        run_beam(config, build)
+        fill_empty_partitions(paths, SCHEMA, config.num_partitions)
+        return decision_counts(paths)
+
+    return run_stage(config, paths, previous, marker_digest(tokenizer_marker.stage_dir), body,
+                     lambda: sorted(p for p in shards_dir.rglob("*") if p.is_file()))
