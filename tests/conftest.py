@@ -1,0 +1,17 @@
+"""Shared fixtures: the real data in ../shared/data (skip without it, unless CI requires it)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        if os.environ.get("DATAFACTORY_REQUIRE_SHARED") == "1":
+            pytest.fail(f"DATAFACTORY_REQUIRE_SHARED=1 but {SHARED_DATA} does not exist")
+        pytest.skip(f"real test data not found at {SHARED_DATA} (set up ../shared/data to run this test)")
+    return SHARED_DATA
