@@ -19,7 +19,7 @@ from filters.text import is_cjk_dominant, normalize_for_hash, single_line, words
 
 SCHEME = "affine64"  # 64-bit hash values: no saturation on large sets, stored as uint64
 EMPTY = np.uint64(np.iinfo(np.uint64).max)  # signature value of a document without shingles
-_CHUNK_CELLS = 1 << 22  # shingles x permutations evaluated at once (32 MiB of uint64)
+_BLOCK_CELLS = 1 << 17  # shingles x permutations per block: 1 MiB of uint64 stays in cache
 _FMIX1 = np.uint64(0xFF51AFD7ED558CCD)
 _FMIX2 = np.uint64(0xC4CEB9FE1A85EC53)
 _SHIFT = np.uint64(33)
@@ -30,22 +30,18 @@ def exact_key(text: str) -> str:
     return xxhash.xxh3_128_hexdigest(normalize_for_hash(text).encode("utf-8"))
 
 
-def shingle_tokens(text: str) -> list[str]:
-    """NFKC-casefolded words; CJK/Thai characters one token each."""
-    return words(unicodedata.normalize("NFKC", text).casefold())
-
-
 def shingles(text: str, ngram: int, cjk_ngram: int) -> list[bytes]:
     """Distinct token n-grams (n = cjk_ngram for CJK-dominant text), UTF-8, first-seen order.
 
     Texts with fewer than n tokens give one shingle of all their tokens; texts without word characters
     give their whitespace-collapsed text, and empty texts give none.
     """
-    tokens = shingle_tokens(text)
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    tokens = words(folded)
     if not tokens:
-        flat = single_line(text)
+        flat = single_line(folded)
         return [flat.encode("utf-8")] if flat else []
-    n = cjk_ngram if is_cjk_dominant(text) else ngram
+    n = cjk_ngram if is_cjk_dominant(folded, tokens) else ngram
     if len(tokens) <= n:
         return [" ".join(tokens).encode("utf-8")]
     grams = dict.fromkeys(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
@@ -79,10 +75,15 @@ def lsh_params(config: DedupConfig) -> tuple[int, int]:
 
 
 def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[str]:
-    """One key per band, f"{band}:{xxh64 of the band's values}"; equal keys = candidate duplicates."""
+    """One key per band, f"{band}:{xxh64 of the band's values}"; equal keys = candidate duplicates.
+
+    An EMPTY signature (text without shingles) gets no keys: it is never a near-duplicate candidate.
+    """
     if bands * rows > len(signature):
-        raise ValueError(f"{bands} bands x {rows} rows need {bands * rows} values, signature has {len(signature)}")
+        raise ValueError(f"{bands} bands x {rows} rows need {bands * rows} values, got {len(signature)}")
     values = np.ascontiguousarray(signature, dtype="<u8")
+    if bool(np.all(values == EMPTY)):
+        return []
     return [
         f"{band}:{xxhash.xxh64_hexdigest(values[band * rows : (band + 1) * rows].tobytes())}"
         for band in range(bands)
@@ -125,7 +126,7 @@ class MinHasher:
         return self.signatures_from_shingles([self.shingles(text) for text in texts])
 
     def signatures_from_shingles(self, shingle_lists: list[list[bytes]]) -> np.ndarray:
-        counts = np.fromiter((len(items) for items in shingle_lists), dtype=np.int64, count=len(shingle_lists))
+        counts = np.array([len(items) for items in shingle_lists], dtype=np.int64)
         total = int(counts.sum())
         hashes = np.fromiter(
             (hash_shingle(item) for items in shingle_lists for item in items), dtype=np.uint64, count=total
@@ -136,11 +137,15 @@ class MinHasher:
         return out
 
     def _min_into(self, out: np.ndarray, mixed: np.ndarray, owners: np.ndarray) -> None:
-        """out[doc] = min over the doc's shingles of a * h + b (mod 2^64), in bounded-memory chunks."""
-        step = max(1, _CHUNK_CELLS // self.num_perm)
+        """out[doc] = min over the doc's shingles of a * h + b (mod 2^64), a cache-sized block at a time."""
+        step = max(1, _BLOCK_CELLS // self.num_perm)
+        block = np.empty((min(step, len(mixed)), self.num_perm), dtype=np.uint64)
         for start in range(0, len(mixed), step):
-            chunk = mixed[start : start + step, None] * self._a + self._b
+            hashes = mixed[start : start + step]
+            values = block[: len(hashes)]
+            np.multiply(hashes[:, None], self._a, out=values)
+            np.add(values, self._b, out=values)
             own = owners[start : start + step]
             firsts = np.flatnonzero(np.r_[True, own[1:] != own[:-1]])
             docs = own[firsts]
-            out[docs] = np.minimum(out[docs], np.minimum.reduceat(chunk, firsts, axis=0))
+            out[docs] = np.minimum(out[docs], np.minimum.reduceat(values, firsts, axis=0))

@@ -25,7 +25,7 @@ LINE_END_PUNCT = (".", "!", "?", '"', "'", "。", "！", "？", "”", "’", "�
 ELLIPSES = ("...", "…")
 
 _ELLIPSIS_RUN = regex.compile(r"\.\.\.|…+")
-_ALPHA = regex.compile(r"\p{L}")
+_ALPHA_TOKEN = regex.compile(r"\S*\p{L}\S*")  # one match per whitespace token holding a letter
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _ratio(part: float, whole: float) -> float:
 
 
 def mean_word_length(tokens: list[str]) -> float:
-    return _ratio(sum(len(token) for token in tokens), len(tokens))
+    return _ratio(sum(map(len, tokens)), len(tokens))
 
 
 def symbol_word_ratio(text: str, n_words: int) -> float:
@@ -108,8 +108,7 @@ def ellipsis_lines_ratio(lines: list[str]) -> float:
 
 def alpha_words_ratio(text: str) -> float:
     """Share of whitespace-separated tokens holding at least one letter (so "|" and "2024" count against)."""
-    tokens = text.split()
-    return _ratio(sum(bool(_ALPHA.search(token)) for token in tokens), len(tokens))
+    return _ratio(len(_ALPHA_TOKEN.findall(text)), len(text.split()))
 
 
 def duplicate_line_fraction(lines: list[str]) -> float:
@@ -125,7 +124,7 @@ def top_2gram_fraction(tokens: list[str]) -> float:
     (first, second), count = grams.most_common(1)[0]
     if count < 2:
         return 0.0
-    return _ratio(count * (len(first) + len(second)), sum(len(token) for token in tokens))
+    return _ratio(count * (len(first) + len(second)), sum(map(len, tokens)))
 
 
 def line_punct_ratio(lines: list[str]) -> float:
@@ -149,7 +148,7 @@ def compute_signals(text: str, lang: str | None = None) -> dict[str, float]:
     """Every signal the rules read, measured once ("cjk_mode" is 1.0 when CJK rules apply)."""
     tokens = words(text)
     lines = _lines(text)
-    ratio = cjk_ratio(text)
+    ratio = cjk_ratio(text, tokens)
     cjk_mode = is_cjk_mode(ratio, lang)
     return {
         "cjk_mode": float(cjk_mode),
@@ -194,4 +193,3 @@ class HeuristicFilter:
     def decide(self, signals: Mapping[str, float]) -> Verdict:
         failed = failed_rules(signals, self.config)
         return Verdict(keep=not failed, reason=failed[0] if failed else None, signals=dict(signals))
-

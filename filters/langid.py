@@ -5,15 +5,14 @@ Chinese is refined to ``zh-Hans`` / ``zh-Hant`` when the text's characters tell 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from factory.config import LangidConfig
+from filters.ftmodel import load_fasttext_model
 from filters.text import single_line
 from filters.zh_script import chinese_script
 
@@ -72,21 +71,11 @@ def sample_text(text: str, max_chars: int) -> str:
 
 
 def refine_chinese(lang: str, text: str) -> str:
-    """"zh" -> "zh-Hans" / "zh-Hant" when the script is clear; other labels unchanged."""
+    """ "zh" -> "zh-Hans" / "zh-Hant" when the script is clear; other labels unchanged."""
     if lang != "zh":
         return lang
     script = chinese_script(text)
     return f"zh-{script}" if script else lang
-
-
-def load_fasttext_model(path: str | Path) -> Any:
-    """``fasttext.load_model`` with the library's stderr chatter suppressed and a clear missing-file error."""
-    import fasttext
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"fastText model not found: {path}")
-    with contextlib.redirect_stderr(io.StringIO()):
-        return fasttext.load_model(str(path))
 
 
 class LanguageIdentifier:

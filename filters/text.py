@@ -11,7 +11,9 @@ import regex
 
 _NO_SPACE = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}\u30fc\uff70"
 _CJK_CHAR = regex.compile(rf"[{_NO_SPACE}]")
-_WORD_CHAR = regex.compile(r"[\p{L}\p{M}\p{N}]")
+_CJK_RUN = regex.compile(rf"[{_NO_SPACE}]+")
+# Same characters as words() covers (apostrophe joins included), so cjk_ratio agrees with its tokens.
+_WORD_RUN = regex.compile(r"[\p{L}\p{M}\p{N}]+(?:['’][\p{L}\p{M}\p{N}]+)*")
 # A token is one no-space-script character, or a run of letters/marks/digits of other scripts,
 # optionally joined by an apostrophe ("don't", "l'homme").
 _TOKEN = regex.compile(
@@ -19,11 +21,11 @@ _TOKEN = regex.compile(
     rf"|[[\p{{L}}\p{{M}}\p{{N}}]--[{_NO_SPACE}]]+(?:['’][[\p{{L}}\p{{M}}\p{{N}}]--[{_NO_SPACE}]]+)*",
     flags=regex.V1,
 )
+_TOKEN_OR_MARK = regex.compile(_TOKEN.pattern + r"|[^\s]", flags=regex.V1)
 _LINE_BREAKS = regex.compile(r"\r\n|[\r\v\f\x1c-\x1e\x85\u2028\u2029]")
 _CONTROL = regex.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]")
 _HSPACE = regex.compile(r"[^\S\n]+")
 _BLANK_RUNS = regex.compile(r"\n{4,}")
-_ANY_SPACE = regex.compile(r"\s+")
 _HASH_DROP = regex.compile(r"[\p{P}\p{S}\p{Cf}]+")
 _DIGITS = regex.compile(r"\p{Nd}+")
 
@@ -45,7 +47,7 @@ def normalize_whitespace(text: str) -> str:
 
 def single_line(text: str) -> str:
     """All whitespace (newlines included) collapsed to single spaces; for fastText."""
-    return _ANY_SPACE.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 def is_cjk(ch: str) -> bool:
@@ -53,27 +55,35 @@ def is_cjk(ch: str) -> bool:
     return bool(_CJK_CHAR.fullmatch(ch))
 
 
-def cjk_ratio(text: str) -> float:
-    """Share of the letters/marks/digits of ``text`` that belong to a no-space script (0 when none)."""
-    total = len(_WORD_CHAR.findall(text))
-    if total == 0:
+def cjk_ratio(text: str, tokens: list[str] | None = None) -> float:
+    """Share of the letters/marks/digits of ``text`` in a no-space script (0 when none).
+
+    Pass ``words(text)`` as ``tokens`` when already computed: it saves one scan of the text.
+    """
+    if text.isascii():
         return 0.0
-    return len(_CJK_CHAR.findall(text)) / total
+    total = sum(map(len, tokens if tokens is not None else _WORD_RUN.findall(text)))
+    return count_cjk(text) / total if total else 0.0
 
 
-def is_cjk_dominant(text: str) -> bool:
+def is_cjk_dominant(text: str, tokens: list[str] | None = None) -> bool:
     """True when no-space scripts make up more than CJK_DOMINANT_RATIO of the text's word characters."""
-    return cjk_ratio(text) > CJK_DOMINANT_RATIO
+    return cjk_ratio(text, tokens) > CJK_DOMINANT_RATIO
 
 
 def count_cjk(text: str) -> int:
     """Number of no-space-script characters in ``text``."""
-    return len(_CJK_CHAR.findall(text))
+    return 0 if text.isascii() else sum(map(len, _CJK_RUN.findall(text)))
 
 
 def words(text: str) -> list[str]:
     """Words of ``text``: runs of letters/digits; no-space-script characters one by one; no punctuation."""
     return _TOKEN.findall(text)
+
+
+def words_and_marks(text: str) -> list[str]:
+    """words() plus every other non-space character (punctuation, symbols) as its own token."""
+    return _TOKEN_OR_MARK.findall(text)
 
 
 def normalize_for_hash(text: str) -> str:

@@ -59,7 +59,7 @@ def script_counts(text: str) -> tuple[int, int]:
 
 
 def chinese_script(text: str) -> Literal["Hans", "Hant"] | None:
-    """"Hans" or "Hant" when one script clearly dominates the script-specific characters, else None."""
+    """ "Hans" or "Hant" when one script clearly dominates the script-specific characters, else None."""
     simplified, traditional = script_counts(text)
     total = simplified + traditional
     if total == 0:

@@ -192,7 +192,10 @@ def plan(build_dir: str | Path, policy: Policy) -> dict[str, Path]:
     stable["next_phase"] = "anneal.json"
     anneal = phase_manifest("anneal", *anneal_plan(index, anneal_tokens, policy), policy, context)
     out = build_dir / "manifests"
-    written = {"stable": dump_manifest(stable, out / "stable.json"), "anneal": dump_manifest(anneal, out / "anneal.json")}
+    written = {
+        "stable": dump_manifest(stable, out / "stable.json"),
+        "anneal": dump_manifest(anneal, out / "anneal.json"),
+    }
     table = pa.Table.from_pylist(plan_rows(stable) + plan_rows(anneal), schema=PLAN_SCHEMA)
     pq.write_table(table, out / "plan.parquet")
     written["plan"] = out / "plan.parquet"

@@ -69,7 +69,7 @@ def write_sample(files: list[Path], chosen: set[str], out: Path) -> int:
     for path in files:
         table = pq.read_table(path, columns=["doc_id", "text"])
         mask = pc.is_in(table["doc_id"], value_set=pa.array(sorted(chosen), type=pa.string()))
-        for doc_id, text in sorted(zip(*table.filter(mask).to_pydict().values(), strict=True)):
+        for _, text in sorted(zip(*table.filter(mask).to_pydict().values(), strict=True)):
             paragraphs += [line.strip() for line in text.split("\n") if line.strip()]
     out.write_text("\n".join(paragraphs) + "\n", encoding="utf-8")
     return len(paragraphs)

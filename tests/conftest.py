@@ -5,6 +5,11 @@ from pathlib import Path
 
 import pytest
 
+# Prefect reads these at import: no telemetry, and no INFO chatter from the temporary server in test output.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "WARNING")
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -100,7 +100,8 @@ def open_phase(path: str | Path, allow_outside_root: bool = False, verify: bool 
     path = Path(path)
     manifest, root = load_manifest(path, allow_outside_root=allow_outside_root)
     if verify and (problems := check_manifest_files(manifest, root)):
-        raise ManifestError(f"manifest {path} does not match the files under {root}:\n  " + "\n  ".join(problems))
+        listing = "\n  ".join(problems)
+        raise ManifestError(f"manifest {path} does not match the files under {root}:\n  {listing}")
     seq_len, tokenizer_sha = manifest["seq_len"], manifest["tokenizer"]["sha256"]
     sources = []
     for entry in manifest["sources"]:
@@ -113,7 +114,8 @@ def open_phase(path: str | Path, allow_outside_root: bool = False, verify: bool 
         fingerprint = hashlib.sha256("".join(item["sha256"] for item in entry["shards"]).encode()).hexdigest()
         source = Source(entry["name"], float(entry["weight"]), shards, paths, fingerprint[:16])
         if source.weight > 0 and source.rows == 0:
-            raise ManifestError(f"manifest {path}: source {source.name!r} has weight {source.weight} but no rows")
+            raise ManifestError(f"manifest {path}: source {source.name!r} has weight {source.weight} "
+                                "but no rows")
         sources.append(source)
     return Phase(path=path, manifest=manifest, root=root, sources=sources)
 
@@ -121,7 +123,8 @@ def open_phase(path: str | Path, allow_outside_root: bool = False, verify: bool 
 def _check_shard(shard: Shard, item: dict, seq_len: int, tokenizer_sha: str, manifest: Path) -> None:
     where = f"manifest {manifest}: shard {item['path']}"
     if int(shard.metadata.get("seq_len", -1)) != seq_len:
-        raise ManifestError(f"{where} has seq_len {shard.metadata.get('seq_len')}, the manifest says {seq_len}")
+        raise ManifestError(f"{where} has seq_len {shard.metadata.get('seq_len')}, "
+                            f"the manifest says {seq_len}")
     if shard.rows != item["rows"]:
         raise ManifestError(f"{where} has {shard.rows} rows, the manifest says {item['rows']}")
     shard_tokenizer = shard.metadata.get("tokenizer_sha256")
@@ -225,7 +228,8 @@ class ManifestLoader:
                                 f"the manifest {sorted(self.phase.source_names)}")
         for i, source in enumerate(self.phase.sources):
             if saved[source.name]["fingerprint"] != source.fingerprint:
-                raise ManifestError(f"{where}: the shards of source {source.name!r} changed since the state was saved")
+                raise ManifestError(f"{where}: the shards of source {source.name!r} changed since "
+                                    "the state was saved")
             self._cursors[i] = int(saved[source.name]["cursor"])
         self._rng.bit_generator.state = state["rng"]
         self._step = int(state["step"])
@@ -246,7 +250,8 @@ class ManifestLoader:
         if key not in self._orders:
             source = self.phase.sources[source_index]
             name_key = zlib.crc32(source.name.encode())
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.phase.seed, name_key, epoch])))
+            seeds = np.random.SeedSequence([self.phase.seed, name_key, epoch])
+            rng = np.random.Generator(np.random.PCG64(seeds))
             self._orders = {k: v for k, v in self._orders.items() if k[0] != source_index}
             self._orders[key] = rng.permutation(source.rows)
         return self._orders[key]

@@ -8,9 +8,11 @@ back to scaled_dot_product_attention with the same mask as an explicit boolean t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,9 @@ class ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    "test": ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_multiple=32, vocab_size=256, seq_len=64),
+    "test": ModelConfig(
+        dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_multiple=32, vocab_size=256, seq_len=64,
+    ),
     "125m": ModelConfig(dim=768, n_layers=12, n_heads=12, ffn_multiple=256, vocab_size=32_000, seq_len=2048),
     "350m": ModelConfig(dim=1024, n_layers=24, n_heads=16, ffn_multiple=256, vocab_size=32_000, seq_len=2048),
     "1b": ModelConfig(
@@ -175,33 +179,28 @@ def dense_document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
     return (causal & same_doc)[:, None]
 
 
-_compiled_create_block_mask = None
-_compiled_flex_attention = None
+@functools.cache
+def _compiled(fn: Callable) -> Callable:
+    return torch.compile(fn, dynamic=False)
 
 
 def flex_document_mask(doc_ids: torch.Tensor) -> BlockMask:
     """FlexAttention block mask for causal AND same-document attention; fully masked blocks are skipped."""
-    global _compiled_create_block_mask
     batch, seq = doc_ids.shape
 
     def mask_mod(b, h, q_idx, kv_idx):
         return (q_idx >= kv_idx) & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
 
-    if doc_ids.device.type == "cuda":
-        if _compiled_create_block_mask is None:
-            _compiled_create_block_mask = torch.compile(create_block_mask)
-        return _compiled_create_block_mask(mask_mod, batch, None, seq, seq, device=doc_ids.device)
-    return create_block_mask(mask_mod, batch, None, seq, seq, device=doc_ids.device)
+    build = _compiled(create_block_mask) if doc_ids.device.type == "cuda" else create_block_mask
+    return build(mask_mod, batch, None, seq, seq, device=doc_ids.device)
 
 
 def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: BlockMask, gqa: bool) -> torch.Tensor:
-    """flex_attention, compiled into a fused kernel on GPU (eager flex materialises the scores)."""
-    global _compiled_flex_attention
-    if q.device.type != "cuda":
+    """flex_attention as one fused kernel on GPU: traced into the graph when the caller is being
+    compiled, else through a compiled wrapper (eager flex materialises the full score matrix)."""
+    if torch.compiler.is_compiling() or q.device.type != "cuda":
         return flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
-    if _compiled_flex_attention is None:
-        _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
+    return _compiled(flex_attention)(q, k, v, block_mask=mask, enable_gqa=gqa)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -255,7 +254,8 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         gqa = self.n_kv_heads != self.n_heads
         if isinstance(mask, torch.Tensor) or mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               enable_gqa=gqa)
         else:
             y = _flex(q, k, v, mask, gqa)
         return self.wo(y.transpose(1, 2).reshape(batch, seq, -1))
@@ -348,7 +348,7 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
         seq = tokens.shape[1]
         if seq > self.config.seq_len:
-            raise ValueError(f"sequence of {seq} tokens is longer than the model's seq_len {self.config.seq_len}")
+            raise ValueError(f"sequence of {seq} tokens is longer than seq_len {self.config.seq_len}")
         mask = self.attention_mask(doc_ids, seq)
         cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]
         h = self.tok_embeddings(tokens)

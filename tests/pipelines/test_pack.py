@@ -16,7 +16,8 @@ def test_pack_rows_boundaries_and_padding():
     assert (flat[len(expected):] == PAD).all()
     assert rows.tokens.shape == (3, 8)
     assert rows.valid_len.tolist() == [8, 8, len(expected) - 16]
-    assert rows.doc_starts == [[0, 7], [0, 1], [0, 1]]
+    # row 1 continues the second document; row 2 starts the third, then padding
+    assert rows.doc_starts == [[0, 7], [0], [0]]
 
 
 def test_pack_empty():

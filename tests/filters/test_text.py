@@ -1,0 +1,104 @@
+"""Text normalisation and CJK-aware word splitting."""
+
+from __future__ import annotations
+
+import pytest
+
+from filters.text import (
+    cjk_ratio,
+    count_cjk,
+    is_cjk,
+    is_cjk_dominant,
+    normalize_for_hash,
+    normalize_whitespace,
+    single_line,
+    words,
+    words_and_marks,
+)
+
+
+def test_words_english_keeps_apostrophes_drops_punctuation() -> None:
+    assert words("Don't stop -- it's 2024, OK?") == ["Don't", "stop", "it's", "2024", "OK"]
+
+
+def test_words_chinese_split_into_characters() -> None:
+    assert words("我们在2024年去了北京。") == ["我", "们", "在", "2024", "年", "去", "了", "北", "京"]
+
+
+def test_words_japanese_kana_and_kanji_split() -> None:
+    assert words("東京タワーに行きました。") == [
+        "東",
+        "京",
+        "タ",
+        "ワ",
+        "ー",
+        "に",
+        "行",
+        "き",
+        "ま",
+        "し",
+        "た",
+    ]
+
+
+def test_words_mixed_scripts() -> None:
+    assert words("Python是一种语言") == ["Python", "是", "一", "种", "语", "言"]
+    assert words("한국어 문장") == ["한", "국", "어", "문", "장"]
+
+
+def test_words_keep_combining_marks_inside_words() -> None:
+    assert words("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"]
+    assert words("café naïve") == ["café", "naïve"]
+
+
+def test_words_and_marks_keeps_punctuation_as_tokens() -> None:
+    assert words_and_marks("Hi, 你好！") == ["Hi", ",", "你", "好", "！"]
+
+
+@pytest.mark.parametrize(
+    ("ch", "expected"),
+    [
+        ("中", True),
+        ("の", True),
+        ("カ", True),
+        ("한", True),
+        ("ก", True),
+        ("a", False),
+        ("1", False),
+        ("。", False),
+    ],
+)
+def test_is_cjk(ch: str, expected: bool) -> None:
+    assert is_cjk(ch) is expected
+
+
+def test_cjk_ratio_counts_word_characters_only() -> None:
+    assert cjk_ratio("") == 0.0
+    assert cjk_ratio("plain ascii text") == 0.0
+    assert cjk_ratio("中文。。。！！") == 1.0
+    assert cjk_ratio("中文 ab") == pytest.approx(0.5)
+    assert count_cjk("中文 ab") == 2
+    assert cjk_ratio("中文 ab", words("中文 ab")) == pytest.approx(0.5)
+    assert is_cjk_dominant("这是一个中文句子 with English")
+    assert not is_cjk_dominant("English text with one 字")
+
+
+def test_normalize_whitespace() -> None:
+    text = "  Title \t here  \r\n\n\n\n\n\nBody\u2028line\x00 two\u3000 \n\n"
+    assert normalize_whitespace(text) == "Title here\n\n\nBody\nline two"  # at most 2 blank lines
+
+
+def test_normalize_whitespace_nfc() -> None:
+    assert normalize_whitespace("e\u0301") == "\u00e9"
+
+
+def test_single_line() -> None:
+    assert single_line(" a\n\nb\tc \r\n d ") == "a b c d"
+
+
+def test_normalize_for_hash_merges_trivial_variants() -> None:
+    a = normalize_for_hash("Hello,   World! Page 12 of 30.")
+    b = normalize_for_hash("hello world\npage 7 of 31")
+    assert a == b == "hello world page 0 of 0"
+    assert normalize_for_hash("ＡＢＣ　１２３") == "abc 0"
+    assert normalize_for_hash("你好，世界！") == "你好世界"
