@@ -41,6 +41,8 @@ def quiet_libraries() -> None:
     for name in ("apache_beam", "prefect", "httpx", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
+    # Beam warns on import that the optional BigQuery client is absent; nothing here uses BigQuery.
+    logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
 
 
 def print_table(columns: list[str], rows: list[tuple], title: str | None = None) -> None:

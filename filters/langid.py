@@ -6,7 +6,6 @@ Chinese is refined to ``zh-Hans`` / ``zh-Hant`` when the text's characters tell 
 from __future__ import annotations
 
 import importlib.util
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,13 +127,14 @@ def is_allowed(lang: str, config: LangidConfig) -> bool:
 
 
 def keep_language(result: LangResult, config: LangidConfig) -> tuple[bool, str | None]:
-    """(keep, reason): reasons "lang_undetermined", "lang_not_allowed:xx", "lang_score_below:0.42<0.50"."""
+    """(keep, reason): reasons "lang_undetermined", "lang_not_allowed", "lang_score_below_threshold".
+
+    Reasons are categories so the ledger groups by them; the measured lang and lang_score sit in the stage output.
+    """
     if result.lang == UNDETERMINED:
         return False, "lang_undetermined"
     if not is_allowed(result.lang, config):
-        return False, f"lang_not_allowed:{result.lang}"
-    threshold = threshold_for(result.lang, config)
-    if result.score < threshold:
-        shown = math.floor(result.score * 100) / 100  # never prints "0.50<0.50"
-        return False, f"lang_score_below:{shown:.2f}<{threshold:.2f}"
+        return False, "lang_not_allowed"
+    if result.score < threshold_for(result.lang, config):
+        return False, "lang_score_below_threshold"
     return True, None

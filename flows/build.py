@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prefect import flow, task
@@ -25,7 +28,21 @@ STAGES: list[tuple[str, Callable[[BuildConfig, Path], StageResult]]] = [
     ("tokenizer", tokenizer.run),
     ("tokenize", tokenize.run),
 ]
-console = Console(stderr=True)
+
+@contextlib.contextmanager
+def stderr_to(log_path: Path) -> Iterator[None]:
+    """Send file descriptor 2 to log_path: Beam's worker processes inherit it and log every bundle there."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(log_path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def stage_markdown(result: StageResult) -> str:
@@ -58,16 +75,27 @@ def progress_line(result: StageResult) -> str:
         dropped = sum(counts["dropped"].values())
         return (f"✓ {result.stage}: {counts['documents']:,} in, {counts['kept']:,} kept, {dropped:,} out "
                 f"({result.seconds:.1f} s)")
-    return f"✓ {result.stage}: {counts} ({result.seconds:.1f} s)"
+    details = ", ".join(f"{key.replace('_', ' ')} {value:,}" if isinstance(value, int) and not isinstance(value, bool)
+                        else f"{key.replace('_', ' ')} {value}" for key, value in counts.items())
+    return f"✓ {result.stage}: {details} ({result.seconds:.1f} s)"
 
 
 def run_stages(config: BuildConfig, build_dir: Path) -> list[StageResult]:
+    """Run every stage in order, showing progress on the terminal while worker logs go to DIR/logs/."""
     results = []
-    for number, (stage, _) in enumerate(STAGES, start=1):
-        with console.status(f"({number}/{len(STAGES)}) {stage} running…"):
-            result = run_stage_task.with_options(name=stage)(stage, config, str(build_dir))
-        console.print(f"({number}/{len(STAGES)}) " + progress_line(result))
-        results.append(result)
+    with os.fdopen(os.dup(2), "w", buffering=1) as terminal:
+        console = Console(file=terminal)
+        for number, (stage, _) in enumerate(STAGES, start=1):
+            log_path = build_dir / "logs" / f"{stage}.log"
+            with console.status(f"({number}/{len(STAGES)}) {stage} running… (worker log: {log_path})"):
+                try:
+                    with stderr_to(log_path):
+                        result = run_stage_task.with_options(name=stage)(stage, config, str(build_dir))
+                except Exception:
+                    console.print(f"[red]✗ {stage} failed[/red]; worker log: {log_path}")
+                    raise
+            console.print(f"({number}/{len(STAGES)}) " + progress_line(result))
+            results.append(result)
     return results
 
 

@@ -120,13 +120,12 @@ def test_labels_glotlid_style() -> None:
 def test_keep_language_allow_list_and_thresholds() -> None:
     config = LangidConfig(allow=["en", "zh"], min_score=0.5, thresholds={"zh": 0.8})
     assert keep_language(LangResult("zh-Hans", 0.9, None, 0.0), config) == (True, None)
-    assert keep_language(LangResult("zh-Hant", 0.7, None, 0.0), config) == (
-        False,
-        "lang_score_below:0.70<0.80",
-    )
-    assert keep_language(LangResult("en", 0.42, None, 0.0), config) == (False, "lang_score_below:0.42<0.50")
-    assert keep_language(LangResult("en", 0.4999, None, 0.0), config) == (False, "lang_score_below:0.49<0.50")
-    assert keep_language(LangResult("de", 0.99, None, 0.0), config) == (False, "lang_not_allowed:de")
+    below = (False, "lang_score_below_threshold")
+    assert keep_language(LangResult("zh-Hant", 0.7, None, 0.0), config) == below
+    assert keep_language(LangResult("en", 0.42, None, 0.0), config) == below
+    assert keep_language(LangResult("en", 0.4999, None, 0.0), config) == below
+    assert keep_language(LangResult("en", 0.5, None, 0.0), config) == (True, None)
+    assert keep_language(LangResult("de", 0.99, None, 0.0), config) == (False, "lang_not_allowed")
     assert keep_language(LangResult("und", 0.0, None, 0.0), config) == (False, "lang_undetermined")
 
 

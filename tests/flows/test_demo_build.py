@@ -110,3 +110,9 @@ def test_plan_and_train_from_the_build(demo_build):
     assert all(source["name"].split(":")[1] in {"high", "mid"} for source in anneal["sources"])
     result = train(written["stable"], model="test", out_dir=demo_build / "runs" / "t", batch_size=4, compile=False)
     assert result.last_loss < result.first_loss
+
+
+def test_worker_logs_go_to_the_build_directory(demo_build):
+    from flows.build import STAGES
+
+    assert {path.stem for path in (demo_build / "logs").glob("*.log")} == {stage for stage, _ in STAGES}
