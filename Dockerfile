@@ -5,7 +5,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends make build-esse
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml constraints.txt Makefile README.md ./
+COPY pyproject.toml constraints.txt overrides.txt Makefile README.md ./
 COPY factory ./factory
 COPY filters ./filters
 COPY pipelines ./pipelines

@@ -23,9 +23,26 @@ class InputSpec(Strict):
     format: Literal["jsonl", "parquet"] | None = None
 
 
+class UrlFilterConfig(Strict):
+    """Blocklists: a listed domain blocks itself and every subdomain; a banned word blocks any URL containing it."""
+
+    domains: list[str] = Field(default_factory=list, description="blocked domains, e.g. [casino.example]")
+    domain_files: list[str] = Field(default_factory=list, description="files of blocked domains, one per line")
+    banned_words: list[str] = Field(default_factory=list, description="substrings that block a URL")
+    banned_word_files: list[str] = Field(default_factory=list, description="files of banned words, one per line")
+
+
+class PiiConfig(Strict):
+    enabled: bool = Field(True, description="replace e-mail and IP addresses in the text")
+    email_placeholder: str = "email@example.com"
+    ip_placeholder: str = "192.0.2.1"  # RFC 5737 documentation range: looks like an address, is nobody's
+
+
 class IngestConfig(Strict):
     max_doc_chars: int = Field(1_000_000, gt=0, description="longer documents are truncated to this")
     min_doc_chars: int = Field(1, ge=0)
+    url_filter: UrlFilterConfig = UrlFilterConfig()
+    pii: PiiConfig = PiiConfig()
 
 
 class LangidConfig(Strict):

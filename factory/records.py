@@ -20,7 +20,10 @@ DOCUMENT_FIELDS = [
     pa.field("meta", pa.string()),  # JSON object of the input record's other fields
     pa.field("text", pa.string()),
 ]
-DECISION_FIELDS = [pa.field("keep", pa.bool_()), pa.field("reason", pa.string())]
+# Every stage ends its rows with its decision: keep, the reason for a drop, and the measured value behind it
+# (e.g. the langid score or the failing rule's signal), so the funnel can be read by rule and by value.
+DECISION_FIELDS = [pa.field("keep", pa.bool_()), pa.field("reason", pa.string()), pa.field("detail", pa.float64())]
+DECISION_COLUMNS = tuple(field.name for field in DECISION_FIELDS)
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -31,6 +34,7 @@ LEDGER_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("stage", pa.string()),
         ("reason", pa.string()),
+        ("detail", pa.float64()),
         ("duplicate_of", pa.string()),
     ]
 )
@@ -45,7 +49,7 @@ def stable_doc_id(source: str, input_file: str, location: str) -> str:
 def stage_schema(previous: pa.Schema | None, added: list[pa.Field]) -> pa.Schema:
     """Schema of a stage's output: the previous stage's columns (minus its decision) + its own + decision."""
     base = list(DOCUMENT_FIELDS) if previous is None else [
-        field for field in previous if field.name not in {"keep", "reason"}
+        field for field in previous if field.name not in DECISION_COLUMNS
     ]
     return pa.schema(base + added + DECISION_FIELDS)
 
@@ -59,5 +63,6 @@ def ledger_row(row: dict, status: str, stage: str) -> dict:
         "status": status,
         "stage": stage,
         "reason": row.get("reason"),
+        "detail": row.get("detail"),
         "duplicate_of": row.get("duplicate_of"),
     }

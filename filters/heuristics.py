@@ -31,8 +31,9 @@ _ALPHA_TOKEN = regex.compile(r"\S*\p{L}\S*")  # one match per whitespace token h
 @dataclass(frozen=True)
 class Verdict:
     keep: bool
-    reason: str | None
+    reason: str | None  # the first failing rule
     signals: dict[str, float]
+    value: float | None = None  # the failing rule's measured signal
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ RULES: tuple[Rule, ...] = (
     Rule("fineweb_line_punct_ratio", "line_punct_ratio", "min", "min_line_punct_ratio"),
     Rule("fineweb_short_line_ratio", "short_line_ratio", "max", "max_short_line_ratio"),
 )
+
+
+RULES_BY_NAME = {rule.name: rule for rule in RULES}
 
 
 def rule_names() -> list[str]:
@@ -192,4 +196,7 @@ class HeuristicFilter:
 
     def decide(self, signals: Mapping[str, float]) -> Verdict:
         failed = failed_rules(signals, self.config)
-        return Verdict(keep=not failed, reason=failed[0] if failed else None, signals=dict(signals))
+        if not failed:
+            return Verdict(keep=True, reason=None, signals=dict(signals))
+        value = signals[RULES_BY_NAME[failed[0]].signal]
+        return Verdict(keep=False, reason=failed[0], signals=dict(signals), value=value)

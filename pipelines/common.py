@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from factory.config import BuildConfig, RunnerConfig
 from factory.markers import is_done, marker_digest, read_marker, reset_paths, write_marker
-from factory.records import DROPPED, KEPT, LEDGER_SCHEMA, ledger_row, stage_schema
+from factory.records import DECISION_COLUMNS, DROPPED, KEPT, LEDGER_SCHEMA, ledger_row, stage_schema
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ReadKeptRows(beam.DoFn):
 
     def process(self, path: str) -> Iterable[dict]:
         table = pq.read_table(path)
-        table = table.filter(pa.compute.field("keep")).drop_columns(["keep", "reason"])
+        table = table.filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS))
         yield from table.to_pylist()
 
 
@@ -105,8 +105,9 @@ class WritePartition(beam.DoFn):
             pa.Table.from_pylist(ordered, schema=self.schema),
             self.paths.stage_dir / part_name("", index, self.total),
         )
+        # A row may name its own terminal status (ingest drops blocklisted URLs but calls unreadable input invalid).
         terminal = [
-            ledger_row(row, self.drop_status, self.paths.stage)
+            ledger_row(row, row.get("status") or self.drop_status, self.paths.stage)
             for row in ordered
             if self.drop_status == KEPT or not row["keep"]
         ]

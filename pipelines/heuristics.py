@@ -25,7 +25,8 @@ class ApplyRules(AnnotateBatch):
     def annotate(self, rows: list[dict]) -> list[dict]:
         for row in rows:
             verdict = self.rules.evaluate(row["text"], row["lang"])
-            row.update(signals=sorted(verdict.signals.items()), keep=verdict.keep, reason=verdict.reason)
+            row.update(signals=sorted(verdict.signals.items()), keep=verdict.keep, reason=verdict.reason,
+                       detail=verdict.value)
         return rows
 
 

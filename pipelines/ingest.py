@@ -8,7 +8,9 @@ from pathlib import Path
 import apache_beam as beam
 
 from factory.config import BuildConfig
-from factory.records import INVALID, stage_schema
+from factory.records import DROPPED, INVALID, stage_schema
+from filters.pii import PiiRedactor
+from filters.url import UrlFilter
 from pipelines.common import (
     StagePaths,
     StageResult,
@@ -24,14 +26,32 @@ STAGE = "ingest"
 
 
 class ReadInputFile(beam.DoFn):
+    """Reads one input file; drops blocklisted URLs (status dropped, not invalid) and redacts PII in the rest."""
+
     def __init__(self, config: BuildConfig) -> None:
         self.config = config
+        self.url_filter: UrlFilter | None = None
+        self.redactor: PiiRedactor | None = None
+
+    def setup(self) -> None:
+        self.url_filter = UrlFilter(self.config.ingest.url_filter, self.config.base_dir)
+        self.redactor = PiiRedactor(self.config.ingest.pii)
 
     def process(self, element: tuple[str, int]) -> Iterable[dict]:
         path, spec_index = element
         spec = self.config.inputs[spec_index]
         reader = RecordReader(spec, self.config.ingest, path, display_path(path, self.config.base_dir))
-        yield from reader.rows()
+        for row in reader.rows():
+            if row["keep"]:
+                self.screen(row)
+            yield row
+
+    def screen(self, row: dict) -> None:
+        verdict = self.url_filter.check(row["url"])
+        if not verdict.keep:
+            row.update(keep=False, reason=verdict.reason, status=DROPPED)
+            return
+        row["text"] = self.redactor.redact(row["text"]).text
 
 
 def run(config: BuildConfig, build_dir: Path) -> StageResult:

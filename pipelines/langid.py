@@ -33,7 +33,7 @@ class IdentifyLanguage(AnnotateBatch):
             keep, reason = keep_language(result, self.config)
             row.update(
                 lang=result.lang, lang_score=result.score, lang2=result.lang2, lang2_score=result.score2,
-                keep=keep, reason=reason,
+                keep=keep, reason=reason, detail=None if keep else result.score,
             )
         return rows
 

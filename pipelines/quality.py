@@ -59,7 +59,8 @@ class ScoreQuality(AnnotateBatch):
         scores = self.scorer.score([row["text"] for row in rows])
         for row, score in zip(rows, scores, strict=True):
             keep = score >= self.config.min_score
-            row.update(quality_score=score, keep=keep, reason=None if keep else "quality_below_min_score")
+            row.update(quality_score=score, keep=keep, reason=None if keep else "quality_below_min_score",
+                       detail=None if keep else score)
         return rows
 
 
