@@ -147,7 +147,7 @@ def test_language_hint_turns_on_cjk_rules() -> None:
 def test_decide_rethresholds_stored_signals(rules: HeuristicFilter) -> None:
     signals = rules.evaluate(ENGLISH_ARTICLE, "en").signals
     strict = HeuristicFilter(HeuristicsConfig(min_words=10_000))
-    assert strict.decide(signals) == Verdict(False, "gopher_min_words", signals)
+    assert strict.decide(signals) == Verdict(False, "gopher_min_words", signals, value=signals["n_words"])
     assert rules.decide(signals).keep
 
 
