@@ -22,6 +22,8 @@ app = typer.Typer(help="datafactory: raw web text -> clean, deduplicated, tokeni
                   no_args_is_help=True, add_completion=False)
 shards_app = typer.Typer(help="Inspect and verify packed shards.", no_args_is_help=True)
 app.add_typer(shards_app, name="shards")
+quality_app = typer.Typer(help="Train and inspect quality scorers.", no_args_is_help=True)
+app.add_typer(quality_app, name="quality")
 console = Console()
 
 EXAMPLE_QUERIES = [
@@ -183,6 +185,36 @@ def shards_verify(build: Path = typer.Argument(..., help="build directory")) -> 
     if problems:
         fail("\n  ".join(["shards do not match the index:"] + problems))
     console.print(f"{len(read_index(build))} shards verified: hashes and row counts match the index")
+
+
+@quality_app.command("train")
+def quality_train(
+    data: Path = typer.Argument(..., help="labelled JSONL (`label`: hq|lq); with NEGATIVES, all of it is hq"),
+    negatives: Path | None = typer.Argument(None, help="JSONL of low-quality / random web text (DCLM recipe)"),
+    out: Path = typer.Option(..., "--out", help="model file to write (MODEL.json beside it: data hash, metrics)"),
+    kind: str = typer.Option("fasttext", "--kind", help="fasttext (classifier) or lm_ratio (two unigram LMs)"),
+    text_field: str = typer.Option("text", "--text-field"),
+    heldout: float = typer.Option(0.1, "--heldout", help="share of documents held out for the metrics"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train a quality scorer; `quality: {scorers: [{model: OUT}]}` in a build config uses it."""
+    from filters.quality_train import LabelledDataError, read_labelled, train_quality_model
+
+    try:
+        if negatives is None:
+            examples = list(read_labelled(data, text_field=text_field))
+        else:
+            examples = [*read_labelled(data, "hq", text_field), *read_labelled(negatives, "lq", text_field)]
+        with console.status(f"training a {kind} quality scorer on {len(examples):,} documents…"):
+            sidecar = train_quality_model(examples, out, kind, heldout_fraction=heldout, seed=seed)
+    except (LabelledDataError, ValueError) as err:
+        fail(str(err))
+    metrics = sidecar["heldout"]
+    print_table(["held-out documents", "hq share", "ROC-AUC", "precision@top 10%"],
+                [(metrics["n"], f"{metrics['hq_share']:.2f}", f"{metrics['roc_auc']:.3f}",
+                  f"{metrics['precision_at_top_decile']:.3f}")], title=f"{kind} scorer")
+    console.print(f"model: {out}  (data sha256, settings and metrics: {out}.json)")
+    console.print(f"use it: quality: {{scorers: [{{model: {out.resolve()}}}]}}")
 
 
 @app.command()

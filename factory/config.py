@@ -82,11 +82,35 @@ class DedupConfig(Strict):
     survivor: Literal["longest", "oldest_id"] = "longest"
 
 
+class ScorerSpec(Strict):
+    """One quality scorer: a model file (`factory quality train --out` writes one) and its weight in the mean."""
+
+    model: str
+    name: str | None = Field(None, description="column name in quality_scores; default: the model's file stem")
+    kind: Literal["fasttext", "lm_ratio"] | None = Field(None, description="default: from the model's sidecar")
+    weight: float = Field(1.0, gt=0)
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.model).stem
+
+
 class QualityConfig(Strict):
     model: str | None = Field(None, description="fastText classifier (.bin); default: trained on built-in labels")
+    scorers: list[ScorerSpec] = Field(
+        default_factory=list, description="more scorers; quality_score is the weighted mean of all of them"
+    )
     top_fraction: float = Field(0.1, gt=0, lt=1, description="share of each language in the 'high' bucket")
     bottom_fraction: float = Field(0.3, gt=0, lt=1, description="share of each language in the 'low' bucket")
     min_score: float = Field(0.0, ge=0, le=1, description="documents scoring below are dropped")
+
+    @field_validator("scorers")
+    @classmethod
+    def _unique_names(cls, scorers: list[ScorerSpec]) -> list[ScorerSpec]:
+        names = [spec.label for spec in scorers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"scorer names must be unique, got {names}; set `name:` on each")
+        return scorers
 
 
 class TokenizerConfig(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.transforms.stats import ApproximateQuantiles
 
-from factory.config import BuildConfig, QualityConfig
+from factory.config import BuildConfig, QualityConfig, ScorerSpec
 from factory.demo import quality_training_examples
 from factory.records import DROPPED, stage_schema
 from factory.shards import sha256_file
-from filters.quality import QualityScorer, bucket_for, train_classifier
+from filters.lm_quality import REFERENCE_SUFFIX
+from filters.quality import bucket_for, train_classifier
+from filters.quality_train import Scorer, load_scorer, sidecar_path
 from pipelines.common import (
     AnnotateBatch,
     StagePaths,
@@ -29,7 +32,11 @@ from pipelines.common import (
 )
 
 STAGE = "quality"
-FIELDS = [pa.field("quality_score", pa.float32()), pa.field("bucket", pa.string())]
+FIELDS = [
+    pa.field("quality_score", pa.float32()),  # the weighted mean of every scorer's P(hq)
+    pa.field("quality_scores", pa.map_(pa.string(), pa.float32())),  # each scorer's own, by name
+    pa.field("bucket", pa.string()),
+]
 CUTS_FILE = "buckets.parquet"
 CUTS_SCHEMA = pa.schema([("lang", pa.string()), ("low_cut", pa.float64()), ("high_cut", pa.float64())])
 QUANTILES = 101  # percentiles
@@ -47,20 +54,46 @@ def default_model(build_dir: Path, seed: int) -> Path:
     return path
 
 
+def scorer_specs(config: BuildConfig, build_dir: Path) -> list[ScorerSpec]:
+    """`quality.model` (a fastText file) then `quality.scorers`; the built-in classifier when neither is set."""
+    quality = config.quality
+    specs = [ScorerSpec(model=quality.model, kind="fasttext")] if quality.model else []
+    specs += quality.scorers
+    return specs or [ScorerSpec(model=str(default_model(build_dir, config.seed)), kind="fasttext")]
+
+
+def models_digest(specs: list[ScorerSpec]) -> str:
+    """Changes when any scorer's files (model, its reference LM, its sidecar), kind or weight change."""
+    digest = hashlib.sha256()
+    for spec in specs:
+        digest.update(f"{spec.label}\x00{spec.kind}\x00{spec.weight}\x00".encode())
+        for path in (Path(spec.model), Path(f"{spec.model}{REFERENCE_SUFFIX}"), sidecar_path(spec.model)):
+            digest.update(sha256_file(path).encode() if path.is_file() else b"-")
+    return digest.hexdigest()
+
+
 class ScoreQuality(AnnotateBatch):
-    def __init__(self, model_path: str, config: QualityConfig) -> None:
-        self.model_path, self.config = model_path, config
-        self.scorer: QualityScorer | None = None
+    """Scores a batch with every scorer (each batched over the texts); keeps the weighted mean and each score."""
+
+    def __init__(self, specs: list[ScorerSpec], config: QualityConfig) -> None:
+        self.specs, self.config = specs, config
+        self.scorers: list[Scorer] = []
 
     def setup(self) -> None:
-        self.scorer = QualityScorer(self.model_path)
+        self.scorers = [load_scorer(spec.model, spec.kind) for spec in self.specs]
 
     def annotate(self, rows: list[dict]) -> list[dict]:
-        scores = self.scorer.score([row["text"] for row in rows])
-        for row, score in zip(rows, scores, strict=True):
+        texts = [row["text"] for row in rows]
+        columns = [scorer.score(texts) for scorer in self.scorers]
+        weights = [spec.weight for spec in self.specs]
+        total = sum(weights)
+        for i, row in enumerate(rows):
+            each = [column[i] for column in columns]
+            score = sum(w * value for w, value in zip(weights, each, strict=True)) / total
             keep = score >= self.config.min_score
             row.update(quality_score=score, keep=keep, reason=None if keep else "quality_below_min_score",
-                       detail=None if keep else score)
+                       detail=None if keep else score,
+                       quality_scores=[(spec.label, value) for spec, value in zip(self.specs, each, strict=True)])
         return rows
 
 
@@ -89,7 +122,7 @@ class WriteCuts(beam.DoFn):
 
 def run(config: BuildConfig, build_dir: Path) -> StageResult:
     paths, previous = StagePaths(build_dir, STAGE), StagePaths(build_dir, "dedup")
-    model = Path(config.quality.model) if config.quality.model else default_model(build_dir, config.seed)
+    specs = scorer_specs(config, build_dir)
     schema = stage_schema(pq.read_schema(previous.parts()[0]), FIELDS)
     total, quality = config.num_partitions, config.quality
 
@@ -98,7 +131,7 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
             scored = (
                 read_kept(pipeline, previous)
                 | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=256)
-                | "Score" >> beam.ParDo(ScoreQuality(str(model), quality))
+                | "Score" >> beam.ParDo(ScoreQuality(specs, quality))
             )
             cuts = (
                 scored
@@ -120,4 +153,4 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
         return decision_counts(paths)
 
     extra = [paths.stage_dir / CUTS_FILE]
-    return run_stage(config, paths, previous, sha256_file(model), body, lambda: [p for p in extra if p.exists()])
+    return run_stage(config, paths, previous, models_digest(specs), body, lambda: [p for p in extra if p.exists()])

@@ -5,10 +5,10 @@ Bound: the sample (config `tokenize.tokenizer.sample_chars`) is gathered in the 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,7 @@ def sample_ids(files: list[Path], budget_chars: int, seed: int) -> set[str]:
     return chosen
 
 
-def write_sample(files: list[Path], chosen: set[str], out: Path) -> int:
+def sample_lines(files: list[Path], chosen: set[str]) -> list[str]:
     """One paragraph per line, documents in id order, so training input is the same on every run."""
     paragraphs = []
     for path in files:
@@ -71,14 +71,16 @@ def write_sample(files: list[Path], chosen: set[str], out: Path) -> int:
         mask = pc.is_in(table["doc_id"], value_set=pa.array(sorted(chosen), type=pa.string()))
         for _, text in sorted(zip(*table.filter(mask).to_pydict().values(), strict=True)):
             paragraphs += [line.strip() for line in text.split("\n") if line.strip()]
-    out.write_text("\n".join(paragraphs) + "\n", encoding="utf-8")
-    return len(paragraphs)
+    return paragraphs
 
 
-def train_sentencepiece(sample: Path, prefix: Path, config: TokenizerConfig) -> None:
+def train_sentencepiece(lines: list[str], out: Path, config: TokenizerConfig) -> None:
+    """Trained from memory into memory: a file-based run records its temporary input path inside the model,
+    which would change the model's sha256 (and so every shard's metadata) from build to build."""
+    model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        input=str(sample),
-        model_prefix=str(prefix),
+        sentence_iterator=iter(lines),
+        model_writer=model,
         vocab_size=config.vocab_size,
         model_type=config.model_type,
         character_coverage=config.character_coverage,
@@ -91,6 +93,9 @@ def train_sentencepiece(sample: Path, prefix: Path, config: TokenizerConfig) -> 
         max_sentence_length=16384,
         minloglevel=2,
     )
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(model.getvalue())
+    os.replace(tmp, out)
 
 
 def describe(build_dir: Path) -> TokenizerInfo:
@@ -120,12 +125,9 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
         else:
             files = upstream.parts()
             chosen = sample_ids(files, settings.sample_chars, config.seed)
-            with tempfile.TemporaryDirectory(dir=build_dir) as tmp:
-                sample = Path(tmp) / "sample.txt"
-                lines = write_sample(files, chosen, sample)
-                train_sentencepiece(sample, Path(tmp) / "tokenizer", settings)
-                os.replace(Path(tmp) / MODEL_NAME, out_dir / MODEL_NAME)
-            counts = {"trained": True, "sample_documents": len(chosen), "sample_lines": lines}
+            lines = sample_lines(files, chosen)
+            train_sentencepiece(lines, out_dir / MODEL_NAME, settings)
+            counts = {"trained": True, "sample_documents": len(chosen), "sample_lines": len(lines)}
         return counts | {"vocab_size": describe(build_dir).vocab_size}
 
     return run_stage(config, paths, upstream, None, body, lambda: sorted(out_dir.glob("tokenizer.*")))

@@ -1,0 +1,177 @@
+"""Training quality scorers from labelled documents, with held-out metrics written beside the model.
+
+Every trained model gets a sidecar `MODEL.json`: its kind, the sha256 of the training data, the settings, and
+ROC-AUC and precision at the top decile on a held-out split the model never saw. The quality stage reads the
+sidecar to know how to load a model; a model without one (e.g. DCLM's released classifier) is fastText.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import xxhash
+import zstandard
+
+from filters.lm_quality import Calibration, LMRatioScorer, train_lm_ratio
+from filters.quality import HQ, LQ, QualityScorer, train_classifier
+
+Kind = Literal["fasttext", "lm_ratio"]
+KINDS: tuple[str, ...] = ("fasttext", "lm_ratio")
+SIDECAR_SUFFIX = ".json"
+
+
+class Scorer(Protocol):
+    def score(self, texts: list[str]) -> list[float]: ...
+
+
+class LabelledDataError(ValueError):
+    """A labelled-data file that cannot be used, with the file and line at fault."""
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    if path.suffix in (".zst", ".zstd"):
+        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(path.open("rb")), encoding="utf-8")
+    return path.open("r", encoding="utf-8")
+
+
+def read_labelled(path: str | Path, label: str | None = None, text_field: str = "text") -> Iterator[tuple[str, str]]:
+    """(text, label) from JSONL: each record's `label` ("hq"/"lq"), or `label` for every record when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabelledDataError(f"labelled data not found: {path}")
+    with _open_text(path) as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise LabelledDataError(f"{where}: malformed JSON ({err.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+                raise LabelledDataError(f"{where}: no string field {text_field!r}")
+            value = label or record.get("label")
+            if value not in (HQ, LQ):
+                raise LabelledDataError(f"{where}: label {value!r} is not {HQ!r} or {LQ!r}")
+            yield record[text_field], value
+
+
+def data_digest(examples: list[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for text, label in examples:
+        digest.update(f"{label}\x00{text}\x00".encode())
+    return digest.hexdigest()
+
+
+def split_holdout(
+    examples: list[tuple[str, str]], fraction: float, seed: int
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(train, heldout) by a hash of each text, so the split does not depend on input order."""
+    cut = int(fraction * 2**32)
+    train, heldout = [], []
+    for example in examples:
+        side = heldout if xxhash.xxh32_intdigest(example[0].encode(), seed=seed) < cut else train
+        side.append(example)
+    return train, heldout
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Probability that a random positive outscores a random negative (ties count half)."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + end + 1) / 2  # average 1-based rank of a tie group
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def precision_at_top(scores: np.ndarray, positive: np.ndarray, fraction: float = 0.1) -> float:
+    """Share of positives among the top `fraction` of documents by score."""
+    if len(scores) == 0:
+        return float("nan")
+    top = max(1, math.ceil(fraction * len(scores)))
+    return float(positive[np.argsort(-scores, kind="stable")[:top]].mean())
+
+
+def evaluate(scorer: Scorer, examples: list[tuple[str, str]]) -> dict[str, float]:
+    scores = np.asarray(scorer.score([text for text, _ in examples]), dtype=np.float64)
+    positive = np.array([label == HQ for _, label in examples])
+    return {"roc_auc": roc_auc(scores, positive), "precision_at_top_decile": precision_at_top(scores, positive),
+            "n": len(examples), "hq_share": float(positive.mean()) if len(examples) else float("nan")}
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    return Path(f"{model_path}{SIDECAR_SUFFIX}")
+
+
+def read_sidecar(model_path: str | Path) -> dict:
+    path = sidecar_path(model_path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"kind": "fasttext"}
+
+
+def load_scorer(model_path: str | Path, kind: str | None = None) -> Scorer:
+    """The scorer for a model file; its kind from `kind`, else the sidecar, else fastText."""
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(f"quality model not found: {model_path}")
+    sidecar = read_sidecar(model_path)
+    kind = kind or sidecar.get("kind", "fasttext")
+    if kind == "fasttext":
+        return QualityScorer(model_path)
+    if kind == "lm_ratio":
+        if "calibration" not in sidecar:
+            raise ValueError(f"{sidecar_path(model_path)} lacks the LM-ratio calibration; retrain the model")
+        return LMRatioScorer(model_path, Calibration(**sidecar["calibration"]))
+    raise ValueError(f"unknown quality scorer kind {kind!r} for {model_path} (expected one of {KINDS})")
+
+
+def fit(kind: str, examples: list[tuple[str, str]], out: Path, seed: int) -> dict:
+    """Train one model of `kind` at `out` and write the sidecar that loading it needs; returns that sidecar."""
+    if kind == "fasttext":
+        train_classifier(examples, out, seed=seed)
+        sidecar = {"kind": kind}
+    elif kind == "lm_ratio":
+        sidecar = {"kind": kind, "calibration": asdict(train_lm_ratio(examples, out))}
+    else:
+        raise ValueError(f"unknown quality scorer kind {kind!r} (expected one of {KINDS})")
+    _write_sidecar(out, sidecar)
+    return sidecar
+
+
+def train_quality_model(
+    examples: list[tuple[str, str]], out_path: str | Path, kind: str = "fasttext", *,
+    heldout_fraction: float = 0.1, seed: int = 0,
+) -> dict:
+    """Train on all but a held-out slice, measure on that slice, write model + sidecar; returns the sidecar."""
+    if not 0 < heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    out = Path(out_path)
+    train, heldout = split_holdout(examples, heldout_fraction, seed)
+    sidecar = {
+        **fit(kind, train, out, seed),
+        "data_sha256": data_digest(examples),
+        "settings": {"heldout_fraction": heldout_fraction, "seed": seed},
+        "train": {"n": len(train), "hq": sum(label == HQ for _, label in train)},
+        "heldout": evaluate(load_scorer(out), heldout),
+    }
+    _write_sidecar(out, sidecar)
+    return sidecar
+
+
+def _write_sidecar(model_path: Path, sidecar: dict) -> None:
+    sidecar_path(model_path).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n", encoding="utf-8")

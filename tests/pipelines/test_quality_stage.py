@@ -1,0 +1,40 @@
+"""The quality stage's scoring step: several scorers, each score kept, the weighted mean decides."""
+
+import pytest
+
+from factory.config import QualityConfig, ScorerSpec
+from filters.quality_train import train_quality_model
+from pipelines.quality import ScoreQuality, models_digest
+
+from ..filters.test_quality import synthetic_examples
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scorers")
+    train_quality_model(synthetic_examples(80), root / "ft.bin", "fasttext")
+    train_quality_model(synthetic_examples(80), root / "lm.model", "lm_ratio")
+    return [ScorerSpec(model=str(root / "ft.bin")), ScorerSpec(model=str(root / "lm.model"), weight=3.0)]
+
+
+def test_scores_are_kept_per_scorer_and_combined_by_weight(specs):
+    config = QualityConfig(scorers=specs, min_score=0.4)
+    dofn = ScoreQuality(specs, config)
+    dofn.setup()
+    rows = [{"text": "Researchers spent two years studying medieval trade routes. The authors thanked the "
+                     "volunteers who collected the data."},
+            {"text": "best casino bonus 100% free spins !!! register now BUY NOW!!! cheap pills $$$ click here"}]
+    good, spam = dofn.annotate(rows)
+    for row in (good, spam):
+        each = dict(row["quality_scores"])
+        assert set(each) == {"ft", "lm"}
+        assert row["quality_score"] == pytest.approx((each["ft"] + 3 * each["lm"]) / 4)
+    assert good["keep"] and good["reason"] is None
+    assert not spam["keep"] and spam["reason"] == "quality_below_min_score"
+    assert spam["detail"] == pytest.approx(spam["quality_score"])
+
+
+def test_models_digest_follows_files_and_weights(specs, tmp_path):
+    digest = models_digest(specs)
+    assert models_digest(specs) == digest
+    assert models_digest([specs[0], specs[1].model_copy(update={"weight": 1.0})]) != digest
