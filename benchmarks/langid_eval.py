@@ -4,9 +4,10 @@
 
 Quality: `langid_eval.jsonl` (34 languages, UD treebank test sentences); a prediction counts as correct when
 its base language equals the gold one ("zh-Hant" is "zh"; lid.176's "no" is the gold "nb"); for the Chinese
-rows the script (Hans/Hant) we report is scored too. Speed: `web_sample.jsonl.gz` (5,178 web documents), one process, one core: bare
-fastText `predict` on each whole document flattened to one line (the peer figure in PEERS.md), against our
-`LanguageIdentifier.predict` in batches of 256 (bounded sample of each document, CJK script refinement).
+rows the script (Hans/Hant) we report is scored too. Speed: `web_sample.jsonl.gz` (5,178 web documents), one
+process, one core: bare fastText `predict` on each whole document flattened to one line (the peer figure in
+PEERS.md), against our `LanguageIdentifier.predict` in batches of 256 (bounded sample of each document, CJK
+script refinement).
 """
 
 from __future__ import annotations
