@@ -20,7 +20,7 @@ class InputSpec(Strict):
     source: str = Field(description="source name used for mixing and reporting")
     text_field: str = "text"
     id_field: str = "id"
-    format: Literal["jsonl", "parquet"] | None = None
+    format: Literal["jsonl", "parquet", "warc", "wet"] | None = None
 
 
 class UrlFilterConfig(Strict):
@@ -41,6 +41,11 @@ class PiiConfig(Strict):
 class IngestConfig(Strict):
     max_doc_chars: int = Field(1_000_000, gt=0, description="longer documents are truncated to this")
     min_doc_chars: int = Field(1, ge=0)
+    html_extractor: Literal["cascade", "resiliparse", "trafilatura"] = Field(
+        "cascade",
+        description="HTML main-content extractor for WARC responses: resiliparse (fast), trafilatura (accurate), "
+        "or cascade (resiliparse, with trafilatura consulted only on pages where resiliparse looks unsure)",
+    )
     url_filter: UrlFilterConfig = UrlFilterConfig()
     pii: PiiConfig = PiiConfig()
 
@@ -119,6 +124,12 @@ class TokenizerConfig(Strict):
     model_type: Literal["bpe", "unigram"] = "bpe"
     character_coverage: float = 0.9995
     sample_chars: int = Field(20_000_000, gt=0, description="characters of kept text used for training")
+    language_alpha: float = Field(
+        0.5, ge=0, le=1, description="sample share of a language ~ (its characters)^alpha: 1 natural, 0 equal"
+    )
+    heldout_chars: int = Field(
+        200_000, ge=0, description="characters per language, outside the sample, to measure bytes per token on"
+    )
 
 
 class TokenizeConfig(Strict):

@@ -1,4 +1,5 @@
-"""Input readers: JSONL (plain, gzip, zstd) and Parquet into document rows; unreadable records become invalid rows."""
+"""Input readers: JSONL (plain, gzip, zstd), Parquet, WARC (HTML responses, main content extracted) and WET into
+document rows; unreadable records become invalid rows."""
 
 from __future__ import annotations
 
@@ -13,13 +14,27 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 import zstandard
+from fastwarc.stream_io import BrotliReader, ChunkedReader, GzipReader, ZstdReader
+from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
 from factory.config import BuildConfig, ConfigError, IngestConfig, InputSpec
 from factory.records import stable_doc_id
+from filters.html import extract_html
 
 JSONL_SUFFIXES = {".jsonl": None, ".json": None, ".ndjson": None}
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-FORMATS = ("jsonl", "parquet")
+WEB_SUFFIXES = {".warc": "warc", ".wet": "wet"}
+FORMATS = ("jsonl", "parquet", "warc", "wet")
+HTML_TYPES = {"text/html", "application/xhtml+xml"}
+# HTTP Content-Encoding -> decoder; a payload that fails to decode but already looks like HTML was stored decoded
+# (ClueWeb09 keeps "Content-Encoding: gzip" on plain payloads) and is used as it is.
+CONTENT_DECODERS = {
+    "gzip": GzipReader,
+    "x-gzip": GzipReader,
+    "deflate": lambda stream: GzipReader(stream, zlib=True),
+    "br": BrotliReader,
+    "zstd": ZstdReader,
+}
 
 
 def detect_format(path: str) -> tuple[str | None, str | None]:
@@ -33,6 +48,8 @@ def detect_format(path: str) -> tuple[str | None, str | None]:
         return "parquet", compression
     if last in JSONL_SUFFIXES:
         return "jsonl", compression
+    if last in WEB_SUFFIXES:  # .warc.gz, .wet.gz, .warc.wet.gz (Common Crawl's name), plain or zstd
+        return WEB_SUFFIXES[last], compression
     return None, compression
 
 
@@ -89,6 +106,8 @@ class RecordReader:
             yield from self._parquet_rows()
         elif fmt == "jsonl":
             yield from self._jsonl_rows(compression)
+        elif fmt in ("warc", "wet"):
+            yield from self._web_rows(fmt)
         else:
             yield self.invalid("file", f"unknown file extension (expected one of {', '.join(FORMATS)})")
 
@@ -126,6 +145,9 @@ class RecordReader:
         text = clean_text(text)
         if len(text.strip()) < max(self.ingest.min_doc_chars, 1):
             return self._row(doc_id, location, "", {}, "empty text")
+        return self._kept_row(doc_id, location, text, record)
+
+    def _kept_row(self, doc_id: str, location: str, text: str, record: dict) -> dict:
         record = {k: clean_text(v) if isinstance(v, str) else v for k, v in record.items()}
         if len(text) > self.ingest.max_doc_chars:
             record["truncated_from_chars"] = len(text)
@@ -171,6 +193,124 @@ class RecordReader:
                         row_no += 1
         except (OSError, ValueError) as err:
             yield self.invalid("file", f"unreadable Parquet: {err}")
+
+    def _web_rows(self, fmt: str) -> Iterator[dict]:
+        """WARC: HTTP responses with an HTML type, main content extracted; WET: conversion records' text.
+        Other records are not documents. A record that cannot be read is an invalid row at its offset; a file
+        that stops being readable mid-way gets one invalid row after the last record read."""
+        wanted = WarcRecordType.response if fmt == "warc" else WarcRecordType.conversion
+        last_offset = None
+        try:
+            with fsspec.open(self.path, "rb") as raw:
+                # quirks_mode reads ClueWeb-style LF-only HTTP headers; HTTP is parsed later, for responses only.
+                for record in ArchiveIterator(raw, parse_http=False, quirks_mode=True):
+                    last_offset = record.stream_pos
+                    if record.record_type != wanted:
+                        continue
+                    row = self._warc_row(record) if fmt == "warc" else self._wet_row(record)
+                    if row is not None:
+                        yield row
+        except OSError as err:
+            where = "offset 0" if last_offset is None else f"after offset {last_offset}"
+            yield self.invalid(where, f"unreadable {fmt.upper()} {where}: {err}")
+            return
+        if last_offset is None and _nonempty(self.path):
+            yield self.invalid("offset 0", f"not a {fmt.upper()} file: no record found")
+
+    def _warc_row(self, record: WarcRecord) -> dict | None:
+        location = f"offset {record.stream_pos}"
+        doc_id = self._web_id(record, location)
+        try:
+            record.parse_http(auto_decode="none", quirks_mode=True)
+            if not record.is_http:
+                return None
+            content_type = record.http_content_type
+            payload = _read_payload(record)
+            if not _is_html(content_type, payload):
+                return None
+            encoding = record.http_headers.get("Content-Encoding")
+            html = _http_decoded(payload, record.http_headers.get("Transfer-Encoding"), encoding)
+            page = extract_html(html, self.ingest.html_extractor, charset=record.http_charset, url=_target(record))
+        except Exception as err:  # any failure of this record (headers, decoding, parser) must not end the file
+            return self._row(doc_id, location, "", _where(record), f"{type(err).__name__}: {err}")
+        meta = {
+            **_where(record),
+            "http_status": record.http_headers.status_code,
+            "content_type": content_type,  # None: no Content-Type, the payload was sniffed as HTML
+            "charset": page.charset,
+            "extractor": page.extractor,
+            "unsure": page.unsure,
+            "title": page.title,
+            "published": page.date,
+        }
+        return self._kept_row(doc_id, location, clean_text(page.text), {k: v for k, v in meta.items() if v is not None})
+
+    def _wet_row(self, record: WarcRecord) -> dict:
+        location = f"offset {record.stream_pos}"
+        doc_id = self._web_id(record, location)
+        try:
+            payload = _read_payload(record)
+        except OSError as err:
+            return self._row(doc_id, location, "", _where(record), f"{type(err).__name__}: {err}")
+        meta = {
+            **_where(record),
+            "content_type": record.headers.get("Content-Type"),
+            "charset": "utf-8",  # WET text is UTF-8 by definition; stray bytes become U+FFFD
+            "content_language": record.headers.get("WARC-Identified-Content-Language"),
+            "refers_to": record.headers.get("WARC-Refers-To"),
+        }
+        text = clean_text(payload.decode("utf-8", errors="replace"))
+        return self._kept_row(doc_id, location, text, {k: v for k, v in meta.items() if v is not None})
+
+    def _web_id(self, record: WarcRecord, location: str) -> str:
+        """The WARC-Record-ID (its URI, without the angle brackets), else a hash of where the record is."""
+        record_id = (record.record_id or "").strip().strip("<>")
+        return record_id or stable_doc_id(self.spec.source, self.shown, location)
+
+
+def _read_payload(record: WarcRecord) -> bytes:
+    """The record's payload; a short read means the file ends inside this record."""
+    payload = record.reader.read()
+    if len(payload) < record.content_length:
+        raise OSError(f"truncated record: {len(payload)} of {record.content_length} bytes")
+    return payload
+
+
+def _is_html(content_type: str | None, payload: bytes) -> bool:
+    if content_type:
+        return content_type.lower() in HTML_TYPES
+    head = payload[:1024].lstrip().lower()  # no Content-Type: sniff, as browsers do
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+def _http_decoded(payload: bytes, transfer: str | None, encoding: str | None) -> bytes:
+    if transfer and "chunked" in transfer.lower():
+        payload = ChunkedReader(io.BytesIO(payload)).read()
+    decoder = CONTENT_DECODERS.get((encoding or "").strip().lower())
+    if decoder is None:
+        return payload
+    try:
+        return decoder(io.BytesIO(payload)).read()
+    except OSError:
+        if payload[:1024].lstrip()[:1] == b"<":
+            return payload
+        raise
+
+
+def _where(record: WarcRecord) -> dict:
+    """url, date and offset of a record: kept on its invalid row too."""
+    return {"url": _target(record), "date": record.headers.get("WARC-Date"), "offset": record.stream_pos}
+
+
+def _target(record: WarcRecord) -> str | None:
+    """WARC-Target-URI; WARC/1.0 drafts (and wget) wrap it in angle brackets, which are not part of the URL."""
+    uri = (record.headers.get("WARC-Target-URI") or "").strip().removeprefix("<").removesuffix(">")
+    return uri or None
+
+
+def _nonempty(path: str) -> bool:
+    with fsspec.open(path, "rb") as handle:
+        return bool(handle.read(1))
 
 
 def _decompressed(raw: io.IOBase, compression: str | None) -> Iterator[bytes]:

@@ -1,4 +1,4 @@
-"""Tokenizer step: trains a sentencepiece model on a deterministic sample of kept text (or adopts a given one).
+"""Tokenizer step: trains sentencepiece on a language-balanced, deterministic sample of kept text (or adopts one).
 
 Bound: the sample (config `tokenize.tokenizer.sample_chars`) is gathered in the driver process.
 """
@@ -9,7 +9,7 @@ import io
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,6 +36,7 @@ class TokenizerInfo:
     bos_id: int
     eos_id: int
     pad_id: int
+    bytes_per_token: dict[str, float] = field(default_factory=dict)  # per language, on held-out documents
 
 
 def tokenizer_dir(build_dir: Path) -> Path:
@@ -46,32 +47,86 @@ def load_info(build_dir: Path) -> TokenizerInfo:
     return TokenizerInfo(**json.loads((tokenizer_dir(build_dir) / INFO_NAME).read_text(encoding="utf-8")))
 
 
-def sample_ids(files: list[Path], budget_chars: int, seed: int) -> set[str]:
-    """Ids of a hash-ordered sample of kept documents, reading only ids and lengths."""
-    candidates = []
+@dataclass(frozen=True)
+class Candidate:
+    order: int  # a seeded hash: sampling in this order is a deterministic random sample
+    doc_id: str
+    lang: str
+    chars: int
+
+
+def candidates(files: list[Path], seed: int) -> list[Candidate]:
+    """Every kept document as (hash order, id, base language, length), read without the text itself."""
+    found = []
     for path in files:
-        table = pq.read_table(path, columns=["doc_id", "text", "keep"]).filter(pc.field("keep"))
+        table = pq.read_table(path, columns=["doc_id", "lang", "text", "keep"]).filter(pc.field("keep"))
         lengths = pc.utf8_length(table["text"]).to_pylist()
-        for doc_id, length in zip(table["doc_id"].to_pylist(), lengths, strict=True):
-            candidates.append((xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode()), doc_id, length))
-    chosen, used = set(), 0
-    for _, doc_id, length in sorted(candidates):
-        if used >= budget_chars:
-            break
-        chosen.add(doc_id)
-        used += length
-    return chosen
+        for doc_id, lang, length in zip(table["doc_id"].to_pylist(), table["lang"].to_pylist(), lengths, strict=True):
+            order = xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode())
+            found.append(Candidate(order, doc_id, (lang or "und").split("-")[0], length))
+    return sorted(found, key=lambda c: (c.order, c.doc_id))
+
+
+def language_budgets(pool: list[Candidate], total_chars: int, alpha: float) -> dict[str, int]:
+    """Characters per language: shares proportional to (available characters)^alpha, so small languages get
+    more than their natural share (alpha < 1) and the vocabulary covers them; unused budget is not moved."""
+    available: dict[str, int] = {}
+    for candidate in pool:
+        available[candidate.lang] = available.get(candidate.lang, 0) + candidate.chars
+    weights = {lang: chars**alpha for lang, chars in available.items() if chars}
+    total = sum(weights.values())
+    return {lang: int(total_chars * weight / total) for lang, weight in sorted(weights.items())}
+
+
+def split_sample(
+    pool: list[Candidate], settings: TokenizerConfig
+) -> tuple[set[str], dict[str, list[str]]]:
+    """(training sample ids, held-out ids per language): each language fills its budget in hash order; the
+    next documents of the same order, up to heldout_chars, are held out for measuring bytes per token."""
+    budgets = language_budgets(pool, settings.sample_chars, settings.language_alpha)
+    used = dict.fromkeys(budgets, 0)
+    held = dict.fromkeys(budgets, 0)
+    chosen: set[str] = set()
+    heldout: dict[str, list[str]] = {lang: [] for lang in budgets}
+    for candidate in pool:
+        lang = candidate.lang
+        if lang not in budgets:
+            continue
+        if used[lang] < budgets[lang]:
+            chosen.add(candidate.doc_id)
+            used[lang] += candidate.chars
+        elif held[lang] < settings.heldout_chars:
+            heldout[lang].append(candidate.doc_id)
+            held[lang] += candidate.chars
+    return chosen, {lang: ids for lang, ids in heldout.items() if ids}
+
+
+def read_texts(files: list[Path], wanted: set[str]) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    value_set = pa.array(sorted(wanted), type=pa.string())
+    for path in files:
+        table = pq.read_table(path, columns=["doc_id", "text"])
+        table = table.filter(pc.is_in(table["doc_id"], value_set=value_set))
+        texts.update(zip(table["doc_id"].to_pylist(), table["text"].to_pylist(), strict=True))
+    return texts
+
+
+def bytes_per_token(model: Path, files: list[Path], heldout: dict[str, list[str]]) -> dict[str, float]:
+    """UTF-8 bytes per token on each language's held-out documents: the tokenizer's compression."""
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    texts = read_texts(files, {doc_id for ids in heldout.values() for doc_id in ids})
+    result = {}
+    for lang, ids in sorted(heldout.items()):
+        sample = [texts[doc_id] for doc_id in ids]
+        tokens = sum(map(len, processor.encode(sample)))
+        result[lang] = round(sum(len(text.encode("utf-8")) for text in sample) / tokens, 3) if tokens else 0.0
+    return result
 
 
 def sample_lines(files: list[Path], chosen: set[str]) -> list[str]:
     """One paragraph per line, documents in id order, so training input is the same on every run."""
-    paragraphs = []
-    for path in files:
-        table = pq.read_table(path, columns=["doc_id", "text"])
-        mask = pc.is_in(table["doc_id"], value_set=pa.array(sorted(chosen), type=pa.string()))
-        for _, text in sorted(zip(*table.filter(mask).to_pydict().values(), strict=True)):
-            paragraphs += [line.strip() for line in text.split("\n") if line.strip()]
-    return paragraphs
+    texts = read_texts(files, chosen)
+    return [line.strip() for doc_id in sorted(texts) for line in texts[doc_id].split("\n") if line.strip()]
 
 
 def train_sentencepiece(lines: list[str], out: Path, config: TokenizerConfig) -> None:
@@ -98,16 +153,30 @@ def train_sentencepiece(lines: list[str], out: Path, config: TokenizerConfig) ->
     os.replace(tmp, out)
 
 
-def describe(build_dir: Path) -> TokenizerInfo:
+def describe(build_dir: Path, compression: dict[str, float] | None = None) -> TokenizerInfo:
     model = tokenizer_dir(build_dir) / MODEL_NAME
     processor = spm.SentencePieceProcessor(model_file=str(model))
     info = TokenizerInfo(
         path=str(model.relative_to(build_dir)), sha256=sha256_file(model), vocab_size=processor.vocab_size(),
         bos_id=processor.bos_id(), eos_id=processor.eos_id(), pad_id=processor.pad_id(),
+        bytes_per_token=compression or {},
     )
     target = tokenizer_dir(build_dir) / INFO_NAME
-    target.write_text(json.dumps(info.__dict__, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    target.write_text(json.dumps(asdict(info), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return info
+
+
+def train_from_build(build_dir: Path, settings: TokenizerConfig, seed: int) -> dict:
+    """Train on a language-balanced sample of the quality stage's kept documents; measure on held-out ones."""
+    files = StagePaths(build_dir, "quality").parts()
+    chosen, heldout = split_sample(candidates(files, seed), settings)
+    lines = sample_lines(files, chosen)
+    model = tokenizer_dir(build_dir) / MODEL_NAME
+    train_sentencepiece(lines, model, settings)
+    compression = bytes_per_token(model, files, heldout)
+    info = describe(build_dir, compression)
+    return {"trained": True, "sample_documents": len(chosen), "sample_lines": len(lines),
+            "vocab_size": info.vocab_size, "bytes_per_token": compression}
 
 
 def run(config: BuildConfig, build_dir: Path) -> StageResult:
@@ -119,15 +188,9 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
-        if settings.model:
-            shutil.copyfile(settings.model, out_dir / MODEL_NAME)
-            counts = {"trained": False}
-        else:
-            files = upstream.parts()
-            chosen = sample_ids(files, settings.sample_chars, config.seed)
-            lines = sample_lines(files, chosen)
-            train_sentencepiece(lines, out_dir / MODEL_NAME, settings)
-            counts = {"trained": True, "sample_documents": len(chosen), "sample_lines": len(lines)}
-        return counts | {"vocab_size": describe(build_dir).vocab_size}
+        if not settings.model:
+            return train_from_build(build_dir, settings, config.seed)
+        shutil.copyfile(settings.model, out_dir / MODEL_NAME)
+        return {"trained": False, "vocab_size": describe(build_dir).vocab_size}
 
     return run_stage(config, paths, upstream, None, body, lambda: sorted(out_dir.glob("tokenizer.*")))

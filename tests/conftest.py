@@ -9,6 +9,8 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "WARNING")
+# The temporary server Prefect starts per test session may take longer than its 20 s default on a loaded machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -15,3 +15,24 @@ def test_same_sample_gives_the_same_model_bytes(tmp_path):
     first = (tmp_path / "a" / "tokenizer.model").read_bytes()
     assert first == (tmp_path / "b" / "tokenizer.model").read_bytes()
     assert str(tmp_path).encode() not in first
+
+
+def test_language_budgets_flatten_toward_equal_shares():
+    from pipelines.tokenizer import Candidate, language_budgets
+
+    pool = [Candidate(i, f"en{i}", "en", 90) for i in range(10)] + [Candidate(99, "zh0", "zh", 100)]
+    natural = language_budgets(pool, 1000, alpha=1.0)
+    assert natural == {"en": 900, "zh": 100}
+    balanced = language_budgets(pool, 1000, alpha=0.0)
+    assert balanced == {"en": 500, "zh": 500}
+    assert 100 < language_budgets(pool, 1000, alpha=0.5)["zh"] < 500
+
+
+def test_split_sample_holds_out_unseen_documents_per_language():
+    from pipelines.tokenizer import Candidate, split_sample
+
+    pool = sorted([Candidate(i, f"en{i}", "en", 100) for i in range(20)]
+                  + [Candidate(100 + i, f"zh{i}", "zh", 100) for i in range(20)], key=lambda c: c.order)
+    chosen, heldout = split_sample(pool, TokenizerConfig(sample_chars=1000, language_alpha=0.0, heldout_chars=300))
+    assert chosen == {f"en{i}" for i in range(5)} | {f"zh{i}" for i in range(5)}
+    assert heldout == {"en": ["en5", "en6", "en7"], "zh": ["zh5", "zh6", "zh7"]}
