@@ -40,6 +40,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # slow, busy machines
     for name in ("apache_beam", "prefect", "httpx", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
@@ -127,34 +128,39 @@ def catalog(build: Path = typer.Argument(..., help="build directory")) -> None:
 @app.command()
 def plan(build: Path = typer.Option(Path("build"), "--build", help="build directory"),
          policy: Path | None = typer.Option(None, "--policy", help="policy YAML; default policy if omitted"),
-         check: Path | None = typer.Option(None, "--check", help="validate this manifest against the build")
+         check: Path | None = typer.Option(None, "--check", help="validate this manifest against the build it names")
          ) -> None:
-    """Write DIR/manifests/stable.json and anneal.json from the catalog and a policy."""
-    from factory.manifest import ManifestError, check_manifest_files, load_manifest
-    from mixtures.planner import InfeasiblePlan, load_policy, plan_rows
+    """Write DIR/manifests/stable.json and anneal.json from the catalog and a policy, or --check a manifest."""
+    from factory.manifest import ManifestError
+    from mixtures.check import check_manifest
+    from mixtures.methods import InfeasiblePlan
+    from mixtures.planner import mean_quality, read_plan
     from mixtures.planner import plan as make_plan
+    from mixtures.policy import load_policy
 
     if check is not None:
         try:
-            manifest, root = load_manifest(check)
+            problems = check_manifest(check)
         except ManifestError as err:
             fail(str(err))
-        problems = check_manifest_files(manifest, root)
         if problems:
-            fail(f"{check}:\n  " + "\n  ".join(problems))
-        console.print(f"{check}: valid, every file present with its recorded sha256")
+            fail(f"{check} does not match its build:\n  " + "\n  ".join(problems))
+        console.print(f"{check}: valid; schema, files, hashes, tokenizer, shard index and budgets match the build")
         return
     try:
         written = make_plan(build, load_policy(policy))
     except (ConfigError, InfeasiblePlan) as err:
         fail(str(err))
-    build_catalog(build)
+    rows = read_plan(build)
     for phase in ("stable", "anneal"):
-        manifest, _ = load_manifest(written[phase])
-        rows = [tuple(row.values())[1:] for row in plan_rows(manifest)]
-        print_table(["source", "available", "weight", "planned", "epochs"],
-                    [(r[0], r[1], f"{r[2]:.3f}", r[3], f"{r[4]:.2f}") for r in rows],
-                    title=f"{phase} phase: {manifest['token_budget']:,} tokens")
+        mine = [row for row in rows if row["phase"] == phase]
+        quality = mean_quality(mine)
+        title = f"{phase} phase: {sum(row['planned_tokens'] for row in mine):,} tokens" + (
+            "" if quality is None else f", mean quality {quality:.3f}")
+        print_table(["source", "available", "weight", "planned", "epochs", "quality"],
+                    [(row["source"], row["available_tokens"], f"{row['weight']:.3f}", row["planned_tokens"],
+                      f"{row['epochs']:.2f}", "" if row["mean_quality"] is None else f"{row['mean_quality']:.3f}")
+                     for row in mine], title=title)
     console.print(f"manifests: {written['stable']}  {written['anneal']}")
     console.print(f"plan table: factory stats --build {build} \"SELECT * FROM plan\"")
 

@@ -1,21 +1,28 @@
-"""Mixture planner: turns the shard index and a policy into stable-phase and anneal-phase WSD manifests."""
+"""Mixture planner: a build's shard index and quality scores plus a policy -> stable and anneal WSD manifests,
+and a plan table (catalog view `plan`) that explains them."""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from factory.config import ConfigError
+from factory.catalog import build_catalog, query
 from factory.manifest import dump_manifest
-from factory.shards import read_index
+from factory.shards import INDEX_NAME, read_index
+from mixtures.methods import InfeasiblePlan, Supply, allocate, exact
+from mixtures.policy import PhaseRules, Policy
 
+TOKENIZER_INFO = Path("tokenizer") / "tokenizer.json"
+TOKENIZER_KEYS = ("path", "sha256", "vocab_size", "bos_id", "eos_id", "pad_id")
+SHARD_KEYS = ("path", "sha256", "rows", "tokens")
+PLAN_FILE = "plan.parquet"
 PLAN_SCHEMA = pa.schema(
     [
         ("phase", pa.string()),
@@ -24,179 +31,237 @@ PLAN_SCHEMA = pa.schema(
         ("weight", pa.float64()),
         ("planned_tokens", pa.int64()),
         ("epochs", pa.float64()),
+        ("mean_quality", pa.float64()),  # token-weighted quality_score; null without a quality stage
     ]
 )
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AnnealRules(Strict):
-    buckets: list[str] = Field(["high"], min_length=1, description="quality buckets the decay phase favours")
-    top_share: float = Field(0.7, gt=0, le=1, description="share of anneal tokens drawn from those buckets")
-    rest_buckets: list[str] = Field(["mid"], description="buckets that fill the remaining share")
-
-
-class Policy(Strict):
-    name: str = "default"
-    total_tokens: int | None = Field(None, gt=0, description="training tokens; default: every available token once")
-    anneal_fraction: float = Field(0.1, gt=0, lt=1, description="WSD decay length as a share of all tokens")
-    warmup_fraction: float = Field(0.01, ge=0, lt=1)
-    decay_shape: Literal["linear", "exponential", "sqrt"] = "linear"
-    max_epochs: float = Field(4.0, gt=0, description="cap on how often any source is repeated in a phase")
-    seed: int = 0
-    anneal: AnnealRules = AnnealRules()
-
-    @model_validator(mode="after")
-    def _phases_fit(self) -> Policy:
-        if self.warmup_fraction + self.anneal_fraction >= 1:
-            raise ValueError("warmup_fraction + anneal_fraction must leave room for the stable phase")
-        return self
-
-
-def load_policy(path: str | Path | None) -> Policy:
-    if path is None:
-        return Policy()
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        return Policy.model_validate(data)
-    except FileNotFoundError:
-        raise ConfigError(f"policy file not found: {path}") from None
-    except (yaml.YAMLError, ValidationError) as err:
-        raise ConfigError(f"invalid policy {path}: {err}") from None
-
-
-class InfeasiblePlan(ValueError):
-    """A policy the available data cannot satisfy; the message says what to change."""
+SHARD_QUALITY_SQL = """
+SELECT t.shard, sum(CAST(q.quality_score AS DOUBLE) * t.n_tokens) / sum(t.n_tokens)
+FROM tokenize t JOIN quality q USING (doc_id)
+WHERE t.shard IS NOT NULL AND q.quality_score IS NOT NULL AND t.n_tokens > 0
+GROUP BY t.shard ORDER BY t.shard
+"""
 
 
 @dataclass(frozen=True)
 class Group:
-    """Shards that are sampled together under one name in a phase."""
+    """Shards sampled together under one name in a phase; pool is 'stable', or 'top'/'rest' in the anneal."""
 
     name: str
-    shards: list[dict]
+    pool: str
+    shards: tuple[dict, ...]
 
     @property
     def tokens(self) -> int:
         return sum(shard["tokens"] for shard in self.shards)
 
 
-def allocate(budget: int, groups: list[Group], max_epochs: float, phase: str) -> dict[str, int]:
-    """Natural proportions, water-filled: a group capped at max_epochs passes its excess to the others."""
-    planned: dict[str, int] = {}
-    active = {group.name: group.tokens for group in groups if group.tokens > 0}
-    remaining = budget
-    while active and remaining > 0:
-        total = sum(active.values())
-        capped = {n: t for n, t in active.items() if remaining * t / total > max_epochs * t}
-        if not capped:
-            planned |= {n: round(remaining * t / total) for n, t in active.items()}
-            remaining = 0
-            break
-        for name, tokens in capped.items():
-            planned[name] = int(max_epochs * tokens)
-            remaining -= planned[name]
-            del active[name]
-    if remaining > 0:
-        supply = sum(int(max_epochs * group.tokens) for group in groups)
-        raise InfeasiblePlan(
-            f"{phase} phase needs {budget:,} tokens but its sources supply at most {supply:,} at "
-            f"max_epochs={max_epochs}: lower total_tokens or anneal_fraction, raise max_epochs, "
-            f"or widen the eligible buckets"
-        )
-    return planned
+def group_key(entry: dict, group_by: str) -> str:
+    if group_by == "source":
+        return entry["source"]
+    if group_by == "lang":
+        return entry["lang"]
+    return f"{entry['source']}/{entry['lang']}"
 
 
-def group_shards(index: list[dict], key) -> list[Group]:
-    groups: dict[str, list[dict]] = {}
-    for entry in index:
-        if (name := key(entry)) is not None:
-            groups.setdefault(name, []).append(entry)
-    return [Group(name, sorted(shards, key=lambda s: s["path"])) for name, shards in sorted(groups.items())]
+def make_groups(entries: list[dict], key: Callable[[dict], str], pool: str) -> list[Group]:
+    grouped: dict[str, list[dict]] = {}
+    for entry in entries:
+        grouped.setdefault(key(entry), []).append(entry)
+    return [Group(name, pool, tuple(sorted(shards, key=lambda shard: shard["path"])))
+            for name, shards in sorted(grouped.items())]
 
 
-def anneal_plan(index: list[dict], budget: int, policy: Policy) -> tuple[list[Group], dict[str, int]]:
+def make_anneal_groups(index: list[dict], policy: Policy) -> list[Group]:
+    """Top pool: whole sources listed in anneal.sources, plus `group:bucket` for anneal.buckets; rest pool:
+    `group:bucket` for anneal.rest_buckets. A shard belongs to one pool at most."""
     rules = policy.anneal
-    top = group_shards(index, lambda e: f"{e['source']}:{e['bucket']}" if e["bucket"] in rules.buckets else None)
-    rest = group_shards(
-        index, lambda e: f"{e['source']}:{e['bucket']}" if e["bucket"] in rules.rest_buckets else None
-    )
-    if not any(group.tokens for group in top):
-        raise InfeasiblePlan(f"no tokens in the anneal buckets {rules.buckets}: check the quality stage's buckets")
-    top_budget = budget if not rest else round(budget * rules.top_share)
-    planned = allocate(top_budget, top, policy.max_epochs, "anneal (top buckets)")
-    if rest and budget - top_budget > 0:
-        planned |= allocate(budget - top_budget, rest, policy.max_epochs, "anneal (rest)")
-    return top + rest, planned
+    missing = sorted(set(rules.sources) - {entry["source"] for entry in index})
+    if missing:
+        present = ", ".join(sorted({entry["source"] for entry in index}))
+        raise InfeasiblePlan(f"anneal.sources names {missing}, which this build does not have (its sources: "
+                             f"{present}): fix the names or remove them")
+    by_source = [entry for entry in index if entry["source"] in rules.sources]
+    by_bucket = [entry for entry in index if entry["source"] not in rules.sources and entry["bucket"] in rules.buckets]
+    rest = [entry for entry in index if entry["source"] not in rules.sources and entry["bucket"] in rules.rest_buckets]
+
+    def bucketed(entry: dict) -> str:
+        return f"{group_key(entry, policy.group_by)}:{entry['bucket']}"
+
+    return (make_groups(by_source, lambda entry: entry["source"], "top") + make_groups(by_bucket, bucketed, "top")
+            + make_groups(rest, bucketed, "rest"))
 
 
-def phase_manifest(
-    phase: str, groups: list[Group], planned: dict[str, int], policy: Policy, context: dict
-) -> dict:
-    total = sum(planned.values())
-    sources = []
+def check_targets(rules: PhaseRules, groups: list[Group], phase: str, group_by: str) -> None:
+    names = {group.name for group in groups}
+    if unknown := sorted(set(rules.targets) - names):
+        raise InfeasiblePlan(f"{phase}.targets names {unknown}, which are not {phase} groups of this build "
+                             f"(group_by: {group_by}; groups: {', '.join(sorted(names))}): fix the names")
+
+
+def supplies(groups: list[Group], max_epochs: float, repeats: dict[str, Fraction]) -> list[Supply]:
+    """Each group may take max_epochs passes, less the most any of its shards is already repeated elsewhere:
+    the loader walks a group's shards evenly, so its busiest shard bounds it."""
+    out = []
     for group in groups:
-        if not planned.get(group.name):
+        used = max((repeats.get(shard["path"], Fraction(0)) for shard in group.shards), default=Fraction(0))
+        out.append(Supply(group.name, group.tokens, max(0, math.floor((exact(max_epochs) - used) * group.tokens))))
+    return out
+
+
+def plan_anneal(index: list[dict], budget: int, policy: Policy) -> tuple[list[Group], dict[str, int]]:
+    """The decay phase: top_share of its tokens from the top pool, the rest from the rest pool (if any)."""
+    rules = policy.anneal
+    groups = make_anneal_groups(index, policy)
+    check_targets(rules, groups, "anneal", policy.group_by)
+    top = [group for group in groups if group.pool == "top"]
+    rest = [group for group in groups if group.pool == "rest"]
+    if not top:
+        raise InfeasiblePlan(f"the anneal's top pool is empty: no shards in anneal.buckets {rules.buckets} or "
+                             f"anneal.sources {rules.sources}: widen them, or check the quality stage's buckets")
+    top_budget = round(exact(rules.top_share) * budget) if rest else budget
+    pools = [
+        (top, top_budget, f"anneal phase (top pool, {top_budget / budget:.0%} of its tokens)",
+         "lower anneal_fraction or anneal.top_share, raise max_epochs, or widen anneal.buckets / anneal.sources"),
+        (rest, budget - top_budget, f"anneal phase (rest pool, {1 - top_budget / budget:.0%} of its tokens)",
+         "lower anneal_fraction, raise anneal.top_share or max_epochs, or widen anneal.rest_buckets"),
+    ]
+    planned: dict[str, int] = {}
+    for pool, pool_budget, where, advice in pools:
+        if not pool:
             continue
-        sources.append({
+        fixed = {g.name: exact(rules.targets[g.name]) * budget for g in pool if g.name in rules.targets}
+        planned |= allocate(pool_budget, supplies(pool, policy.max_epochs, {}), rules.method, rules.temperature,
+                            fixed, where, advice)
+    return groups, planned
+
+
+def plan_stable(index: list[dict], budget: int, policy: Policy,
+                repeats: dict[str, Fraction]) -> tuple[list[Group], dict[str, int]]:
+    """The stable phase over every shard, under the repetition cap left after the anneal's repeats."""
+    rules = policy.stable
+    groups = make_groups(index, lambda entry: group_key(entry, policy.group_by), "stable")
+    check_targets(rules, groups, "stable", policy.group_by)
+    fixed = {name: exact(share) * budget for name, share in rules.targets.items()}
+    advice = (f"lower total_tokens or anneal.top_share, or raise max_epochs (now {policy.max_epochs:g}, "
+              "counting the anneal's passes over the same shards)")
+    planned = allocate(budget, supplies(groups, policy.max_epochs, repeats), rules.method, rules.temperature,
+                       fixed, "stable phase", advice)
+    return groups, planned
+
+
+def shard_quality(build_dir: Path) -> dict[str, float]:
+    """Token-weighted mean quality_score of each shard's documents, from the catalog; empty without the views."""
+    _, rows = query(build_dir, "SELECT count(*) FROM duckdb_views() WHERE view_name IN ('quality', 'tokenize')")
+    if rows[0][0] < 2:
+        return {}
+    return dict(query(build_dir, SHARD_QUALITY_SQL)[1])
+
+
+def group_quality(group: Group, quality: dict[str, float]) -> float | None:
+    scored = [(quality[shard["path"]], shard["tokens"]) for shard in group.shards if shard["path"] in quality]
+    if not scored:
+        return None
+    # Rounded so the plan table does not depend on the order DuckDB summed the scores in.
+    return round(math.fsum(q * t for q, t in scored) / sum(t for _, t in scored), 6)
+
+
+def phase_manifest(phase: str, groups: list[Group], planned: dict[str, int], policy: Policy, context: dict) -> dict:
+    budget = sum(planned.values())
+    sources = [
+        {
             "name": group.name,
-            "weight": planned[group.name] / total,
+            "weight": planned[group.name] / budget,
             "available_tokens": group.tokens,
             "planned_tokens": planned[group.name],
             "epochs": round(planned[group.name] / group.tokens, 6),
-            "shards": [{k: s[k] for k in ("path", "sha256", "rows", "tokens")} for s in group.shards],
-        })
+            "shards": [{key: shard[key] for key in SHARD_KEYS} for shard in group.shards],
+        }
+        for group in groups
+        if planned[group.name] > 0
+    ]
     return {
         "format_version": 1, "phase": phase, "root": "..", "policy": policy.name,
         "tokenizer": context["tokenizer"], "seq_len": context["seq_len"], "seed": policy.seed,
-        "token_budget": total, "max_epochs": policy.max_epochs, "lr_schedule": context["lr_schedule"],
+        "token_budget": budget, "max_epochs": policy.max_epochs, "lr_schedule": context["lr_schedule"],
         "sources": sources,
     }
 
 
-def plan_rows(manifest: dict) -> list[dict]:
+def plan_rows(phase: str, groups: list[Group], planned: dict[str, int], quality: dict[str, float]) -> list[dict]:
+    """One row per group, unused ones included, so the table shows what the plan left out too."""
+    budget = sum(planned.values())
     return [
-        {"phase": manifest["phase"], "source": s["name"], "available_tokens": s["available_tokens"],
-         "weight": s["weight"], "planned_tokens": s["planned_tokens"], "epochs": s["epochs"]}
-        for s in manifest["sources"]
+        {"phase": phase, "source": group.name, "available_tokens": group.tokens,
+         "weight": planned[group.name] / budget, "planned_tokens": planned[group.name],
+         "epochs": round(planned[group.name] / group.tokens, 6), "mean_quality": group_quality(group, quality)}
+        for group in groups
     ]
 
 
-def plan(build_dir: str | Path, policy: Policy) -> dict[str, Path]:
-    """Write manifests/stable.json, manifests/anneal.json and manifests/plan.parquet for a build."""
-    build_dir = Path(build_dir)
+def load_index(build_dir: Path) -> list[dict]:
+    if not (build_dir / "shards" / INDEX_NAME).exists():
+        raise InfeasiblePlan(f"no shard index at {build_dir / 'shards' / INDEX_NAME}: run `factory build` first")
     index = [entry for entry in read_index(build_dir) if entry["tokens"] > 0]
     if not index:
         raise InfeasiblePlan(f"{build_dir} has no shards with tokens: build the corpus first")
-    available = sum(entry["tokens"] for entry in index)
-    total = policy.total_tokens or available
-    anneal_tokens = max(1, round(total * policy.anneal_fraction))
-    stable_tokens = total - anneal_tokens
-    tokenizer = json.loads((build_dir / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+    if len(seq_lens := {entry["seq_len"] for entry in index}) > 1:
+        raise InfeasiblePlan(f"{build_dir} mixes shards of seq_len {sorted(seq_lens)}: rebuild with one seq_len")
+    return index
+
+
+def build_tokenizer(build_dir: Path) -> dict:
+    """The build's tokenizer as a manifest names it (path relative to the build, sha256, vocabulary, ids)."""
+    info = json.loads((build_dir / TOKENIZER_INFO).read_text(encoding="utf-8"))
+    return {key: info[key] for key in TOKENIZER_KEYS}
+
+
+def plan(build_dir: str | Path, policy: Policy) -> dict[str, Path]:
+    """Write manifests/stable.json, manifests/anneal.json and manifests/plan.parquet (catalog view `plan`).
+    The anneal is planned first: its top-bucket data is the scarce part, and its repeats of a shard count
+    against that shard's repetition cap in the stable phase."""
+    build_dir = Path(build_dir)
+    index = load_index(build_dir)
+    total = policy.total_tokens or sum(entry["tokens"] for entry in index)
+    anneal_budget = round(exact(policy.anneal_fraction) * total)
+    stable_budget = total - anneal_budget
+    if min(anneal_budget, stable_budget) < 1:
+        raise InfeasiblePlan(f"total_tokens {total:,} leaves {stable_budget:,} stable and {anneal_budget:,} anneal "
+                             "tokens: raise total_tokens so both phases get some")
+    anneal_groups, anneal_planned = plan_anneal(index, anneal_budget, policy)
+    repeats = {shard["path"]: Fraction(anneal_planned[group.name], group.tokens)
+               for group in anneal_groups for shard in group.shards}
+    stable_groups, stable_planned = plan_stable(index, stable_budget, policy, repeats)
     context = {
-        "tokenizer": tokenizer,
+        "tokenizer": build_tokenizer(build_dir),
         "seq_len": index[0]["seq_len"],
         "lr_schedule": {
-            "total_tokens": total, "warmup_tokens": round(total * policy.warmup_fraction),
-            "decay_start_tokens": stable_tokens, "decay_tokens": anneal_tokens,
-            "decay_shape": policy.decay_shape,
+            "total_tokens": total, "warmup_tokens": round(exact(policy.warmup_fraction) * total),
+            "decay_start_tokens": stable_budget, "decay_tokens": anneal_budget, "decay_shape": policy.decay_shape,
         },
     }
-    stable_groups = group_shards(index, lambda entry: entry["source"])
-    stable = phase_manifest(
-        "stable", stable_groups, allocate(stable_tokens, stable_groups, policy.max_epochs, "stable"),
-        policy, context,
-    )
+    stable = phase_manifest("stable", stable_groups, stable_planned, policy, context)
     stable["next_phase"] = "anneal.json"
-    anneal = phase_manifest("anneal", *anneal_plan(index, anneal_tokens, policy), policy, context)
+    anneal = phase_manifest("anneal", anneal_groups, anneal_planned, policy, context)
     out = build_dir / "manifests"
-    written = {
-        "stable": dump_manifest(stable, out / "stable.json"),
-        "anneal": dump_manifest(anneal, out / "anneal.json"),
-    }
-    table = pa.Table.from_pylist(plan_rows(stable) + plan_rows(anneal), schema=PLAN_SCHEMA)
-    pq.write_table(table, out / "plan.parquet")
-    written["plan"] = out / "plan.parquet"
+    written = {phase: dump_manifest(manifest, out / f"{phase}.json")
+               for phase, manifest in (("stable", stable), ("anneal", anneal))}
+    build_catalog(build_dir)  # refreshed first, so the quality query sees this build's views
+    quality = shard_quality(build_dir)
+    rows = (plan_rows("stable", stable_groups, stable_planned, quality)
+            + plan_rows("anneal", anneal_groups, anneal_planned, quality))
+    pq.write_table(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), out / PLAN_FILE)
+    written["plan"] = out / PLAN_FILE
+    build_catalog(build_dir)  # now with the `plan` view
     return written
+
+
+def read_plan(build_dir: str | Path) -> list[dict]:
+    """The plan table the last `plan` wrote: one row per phase and group."""
+    return pq.read_table(Path(build_dir) / "manifests" / PLAN_FILE).to_pylist()
+
+
+def mean_quality(rows: list[dict]) -> float | None:
+    """Planned-token-weighted mean quality of plan rows (one phase's), None where no group has scores."""
+    scored = [(row["mean_quality"], row["planned_tokens"]) for row in rows if row["mean_quality"] is not None]
+    tokens = sum(t for _, t in scored)
+    return math.fsum(q * t for q, t in scored) / tokens if tokens else None

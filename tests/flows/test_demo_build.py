@@ -98,6 +98,21 @@ def test_rerun_skips_every_finished_stage(demo_build):
     assert all(result.skipped for result in results)
 
 
+@pytest.mark.parametrize("policy", ["default.yaml", "unimax.yaml"])
+def test_demo_anneal_recipe_has_higher_mean_quality_than_stable(demo_build, policy):
+    from mixtures.check import check_manifest
+    from mixtures.planner import mean_quality, plan, read_plan
+    from mixtures.policy import load_policy
+
+    policies = Path(__file__).resolve().parents[2] / "mixtures" / "policies"
+    written = plan(demo_build, load_policy(policies / policy))
+    assert check_manifest(written["stable"]) == [] and check_manifest(written["anneal"]) == []
+    rows = read_plan(demo_build)
+    stable = mean_quality([row for row in rows if row["phase"] == "stable"])
+    anneal = mean_quality([row for row in rows if row["phase"] == "anneal"])
+    assert stable is not None and anneal > stable
+
+
 def test_plan_and_train_from_the_build(demo_build):
     from mixtures.planner import Policy, plan
     from trainer.train import train
