@@ -163,6 +163,9 @@ def plan(build: Path = typer.Option(Path("build"), "--build", help="build direct
                      for row in mine], title=title)
     console.print(f"manifests: {written['stable']}  {written['anneal']}")
     console.print(f"plan table: factory stats --build {build} \"SELECT * FROM plan\"")
+    from factory.report import write_report
+
+    console.print(f"report (with both mixtures): {write_report(build).resolve()}")
 
 
 @app.command()
@@ -180,6 +183,18 @@ def train(manifest: Path = typer.Argument(..., help="stable (or anneal) manifest
     result = run_training(manifest, model=model, out_dir=out, batch_size=batch_size, max_steps=max_steps,
                           anneal_from=anneal_from, compile=compile)
     console.print(f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}; metrics: {result.metrics_path}")
+
+
+@app.command()
+def report(build: Path = typer.Argument(..., help="build directory")) -> None:
+    """Write DIR/report.html: the build's charts (funnel, languages, quality, dedup, tokens, mixtures, training)."""
+    from factory.report import write_report
+
+    try:
+        path = write_report(build)
+    except FileNotFoundError as err:
+        fail(str(err))
+    console.print(f"report: {path.resolve()}  (self-contained: open it in any browser, offline)")
 
 
 @shards_app.command("verify")
@@ -253,6 +268,9 @@ def demo_train(out: Path, steps: int, seed: int) -> None:
     result = run_training(written["stable"], model="test", out_dir=out / "runs" / "demo", batch_size=batch_size)
     console.print(f"training: loss {result.first_loss:.3f} (first step) -> {result.last_loss:.3f} (last step), "
                   f"{result.tokens_per_s:,.0f} tokens/s; metrics: {result.metrics_path}")
+    from factory.report import write_report
+
+    console.print(f"report: {write_report(out).resolve()}  (open it in a browser; works offline)")
 
 
 def main() -> None:
