@@ -28,5 +28,17 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+# `make ui`: a Prefect server with its UI on http://127.0.0.1:$(UI_PORT) (nothing else can reach it), serving the
+# build-corpus, plan-mixture and train deployments for UI_CONFIG into UI_OUT (default: the demo corpus, written
+# into UI_OUT/input the first time). Optional: UI_SCHEDULE='0 3 * * *' schedules build-corpus. Ctrl-C stops it all.
+UI_PORT ?= 4200
+UI_OUT ?= demo-build
+UI_CONFIG ?=
+UI_SCHEDULE ?=
+.PHONY: ui
+ui: install
+	$(BIN)/python -m flows.serve $(UI_CONFIG) --out $(UI_OUT) --server --port $(UI_PORT) \
+		$(if $(UI_SCHEDULE),--schedule '$(UI_SCHEDULE)')
+
 clean:
 	rm -rf $(VENV) demo-build .pytest_cache

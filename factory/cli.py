@@ -66,10 +66,11 @@ def fail(message: str) -> None:
 def run_build(config_path: Path, out: Path) -> None:
     quiet_libraries()
     from flows.build import build_corpus
+    from flows.lock import DirLocked
 
     try:
         build_corpus(str(config_path), str(out))
-    except ConfigError as err:
+    except (ConfigError, DirLocked) as err:
         fail(str(err))
 
 
@@ -183,6 +184,31 @@ def train(manifest: Path = typer.Argument(..., help="stable (or anneal) manifest
     result = run_training(manifest, model=model, out_dir=out, batch_size=batch_size, max_steps=max_steps,
                           anneal_from=anneal_from, compile=compile)
     console.print(f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}; metrics: {result.metrics_path}")
+
+
+@app.command()
+def serve(
+    config: Path | None = typer.Argument(None, help="build config YAML; default: the demo corpus in OUT/input"),
+    out: Path = typer.Option(Path("build"), "--out", help="build directory the deployments use"),
+    schedule: str | None = typer.Option(None, "--schedule", help="cron for build-corpus, e.g. '0 3 * * *' "
+                                        "(overrides the config's `schedule:`)"),
+    timezone: str = typer.Option("UTC", "--timezone", help="IANA time zone of --schedule"),
+    policy: Path | None = typer.Option(None, "--policy", help="mixture policy YAML for plan-mixture"),
+    name: str | None = typer.Option(None, "--name", help="deployment name; default: the config's file stem"),
+    server: bool = typer.Option(False, "--server", help="also start a local Prefect server and UI on 127.0.0.1"),
+    port: int = typer.Option(4200, "--port", help="port of that server"),
+    limit: int | None = typer.Option(None, "--limit", help="most flow runs at once; default: no limit"),
+) -> None:
+    """Register the build-corpus, plan-mixture and train deployments and run their flow runs until Ctrl-C."""
+    quiet_libraries()
+    from flows.serve import run_serve
+    from flows.server import ServerError
+
+    try:
+        run_serve(config, out, name=name, schedule=schedule, timezone=timezone, policy=policy, limit=limit,
+                  server=server, port=port)
+    except ServerError as err:
+        fail(str(err))
 
 
 @app.command()

@@ -148,6 +148,20 @@ class RunnerConfig(Strict):
     )
 
 
+class ScheduleConfig(Strict):
+    """When `factory serve` runs build-corpus by itself; runs can always be started from the UI or API too."""
+
+    cron: str = Field(description="cron expression, e.g. '0 3 * * *' (03:00 every day)")
+    timezone: str = Field("UTC", description="IANA time zone the cron expression is read in")
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, cron: str) -> str:
+        if len(cron.split()) not in (5, 6):
+            raise ValueError(f"expected a cron expression of 5 fields (minute hour day month weekday), got {cron!r}")
+        return cron
+
+
 class BuildConfig(Strict):
     inputs: list[InputSpec] = Field(min_length=1)
     seed: int = 0
@@ -159,6 +173,7 @@ class BuildConfig(Strict):
     quality: QualityConfig = QualityConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     runner: RunnerConfig = RunnerConfig()
+    schedule: ScheduleConfig | None = Field(None, description="cron schedule of the build-corpus deployment")
     base_dir: str = Field(".", description="directory relative input paths are resolved against")
 
     @field_validator("inputs")

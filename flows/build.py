@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -15,6 +16,11 @@ from rich.console import Console
 
 from factory.catalog import build_catalog
 from factory.config import BuildConfig, load_config
+from factory.report import write_report
+from flows.artifacts import artifact_key, build_markdown, stage_markdown
+from flows.cache import FixedKey, StageCacheState, stage_cache_state
+from flows.lock import run_lock
+from flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
 from pipelines import dedup, heuristics, ingest, langid, quality, tokenize, tokenizer
 from pipelines.common import StageResult
 from pipelines.readers import resolve_inputs
@@ -45,24 +51,28 @@ def stderr_to(log_path: Path) -> Iterator[None]:
         os.close(saved)
 
 
-def stage_markdown(result: StageResult) -> str:
-    counts = result.counts
-    lines = [f"## {result.stage}", "", "| measure | value |", "| --- | --- |"]
-    for key in ("documents", "kept"):
-        if key in counts:
-            lines.append(f"| {key} | {counts[key]:,} |")
-    for reason, count in sorted(counts.get("dropped", {}).items()):
-        lines.append(f"| dropped: {reason} | {count:,} |")
-    lines.append(f"| seconds | {result.seconds:.1f} |")
-    return "\n".join(lines)
-
-
-@task(retries=1, retry_delay_seconds=2)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
+      retry_condition_fn=retry_if_transient)
 def run_stage_task(stage: str, config: BuildConfig, build_dir: str) -> StageResult:
     runner = dict(STAGES)[stage]
-    result = runner(config, Path(build_dir))
+    return runner(config, Path(build_dir))
+
+
+def submit_stage(stage: str, config: BuildConfig, build_dir: Path) -> StageResult:
+    """Run one stage task, served from Prefect's cache when the stage's marker matches its config and inputs."""
+    try:
+        cache = stage_cache_state(stage, config, build_dir)
+    except OSError:  # unreadable inputs: no cache key; the task meets the error itself, under its retry policy
+        cache = StageCacheState(key="", done=False)
+    state = run_stage_task.with_options(name=stage, cache_policy=FixedKey(key=cache.key), refresh_cache=not cache.done)(
+        stage, config, str(build_dir), return_state=True
+    )
+    result = state.result()  # raises the stage's error once retries are exhausted
+    if state.name == "Cached":
+        result = dataclasses.replace(result, skipped=True, seconds=0.0)
     create_markdown_artifact(
-        key=f"{stage}-summary", markdown=stage_markdown(result), description=f"{stage} stage of {build_dir}"
+        key=artifact_key(stage, "summary"), markdown=stage_markdown(result, build_dir),
+        description=f"{stage} stage of {build_dir.resolve()}",
     )
     return result
 
@@ -90,7 +100,7 @@ def run_stages(config: BuildConfig, build_dir: Path) -> list[StageResult]:
             with console.status(f"({number}/{len(STAGES)}) {stage} running… (worker log: {log_path})"):
                 try:
                     with stderr_to(log_path):
-                        result = run_stage_task.with_options(name=stage)(stage, config, str(build_dir))
+                        result = submit_stage(stage, config, build_dir)
                 except Exception:
                     console.print(f"[red]✗ {stage} failed[/red]; worker log: {log_path}")
                     raise
@@ -106,12 +116,13 @@ def build_corpus(config_path: str, out_dir: str) -> list[StageResult]:
     resolve_inputs(config)  # a missing input fails here, before any work
     build_dir = Path(out_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    results = run_stages(config, build_dir)
-    catalog = build_catalog(build_dir)
-    create_markdown_artifact(
-        key="build-summary",
-        markdown=f"Build in `{build_dir.resolve()}` finished in {time.perf_counter() - start:.0f} s; "
-        f"catalog: `{catalog.resolve()}`",
-    )
+    with run_lock(build_dir):  # a second build into the same directory is refused while this one runs
+        start = time.perf_counter()
+        results = run_stages(config, build_dir)
+        build_catalog(build_dir)
+        write_report(build_dir)  # before the summary, which links it when present
+        create_markdown_artifact(
+            key="build-summary", markdown=build_markdown(build_dir, results, time.perf_counter() - start),
+            description=f"build of {build_dir.resolve()}",
+        )
     return results
