@@ -211,6 +211,31 @@ def serve(
         fail(str(err))
 
 
+tokenizer_app = typer.Typer(help="Train and inspect the build's sentencepiece tokenizer.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(config: Path = typer.Argument(..., help="the build's YAML config (tokenize.tokenizer settings)"),
+                    build: Path = typer.Option(Path("build"), "--build", help="build directory")) -> None:
+    """(Re)train DIR/tokenizer on a language-balanced sample of the build's kept text; print bytes per token."""
+    quiet_libraries()
+    from factory.config import load_config
+    from pipelines.tokenizer import load_info
+    from pipelines.tokenizer import run as run_tokenizer
+
+    try:
+        result = run_tokenizer(load_config(config), build)
+    except FileNotFoundError as err:
+        fail(f"{err} (run `factory build {config} --out {build}` first: the tokenizer trains on its kept text)")
+    info = load_info(build)
+    state = "already trained for this config and input" if result.skipped else f"trained in {result.seconds:.1f} s"
+    print_table(["language", "bytes per token (held-out documents)"],
+                [(lang, f"{value:.2f}") for lang, value in sorted(info.bytes_per_token.items())],
+                title=f"{info.path}: {info.vocab_size:,} pieces, {state}")
+    console.print(f"model: {build / info.path}  sha256 {info.sha256[:16]}…")
+
+
 @app.command()
 def report(build: Path = typer.Argument(..., help="build directory")) -> None:
     """Write DIR/report.html: the build's charts (funnel, languages, quality, dedup, tokens, mixtures, training)."""

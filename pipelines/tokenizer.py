@@ -78,26 +78,32 @@ def language_budgets(pool: list[Candidate], total_chars: int, alpha: float) -> d
     return {lang: int(total_chars * weight / total) for lang, weight in sorted(weights.items())}
 
 
+HELDOUT_MAX_SHARE = 0.1  # of a language's text: a small corpus must not lose most of its sample to measurement
+
+
 def split_sample(
     pool: list[Candidate], settings: TokenizerConfig
 ) -> tuple[set[str], dict[str, list[str]]]:
-    """(training sample ids, held-out ids per language): each language fills its budget in hash order; the
-    next documents of the same order, up to heldout_chars, are held out for measuring bytes per token."""
+    """(training sample ids, held-out ids per language). In hash order, each language first sets aside up to
+    heldout_chars (at most a tenth of its text) for measuring bytes per token, then fills its sample budget."""
     budgets = language_budgets(pool, settings.sample_chars, settings.language_alpha)
-    used = dict.fromkeys(budgets, 0)
-    held = dict.fromkeys(budgets, 0)
+    available: dict[str, int] = {}
+    for candidate in pool:
+        available[candidate.lang] = available.get(candidate.lang, 0) + candidate.chars
+    held_cap = {lang: min(settings.heldout_chars, HELDOUT_MAX_SHARE * available[lang]) for lang in budgets}
+    used, held = dict.fromkeys(budgets, 0), dict.fromkeys(budgets, 0)
     chosen: set[str] = set()
     heldout: dict[str, list[str]] = {lang: [] for lang in budgets}
     for candidate in pool:
         lang = candidate.lang
         if lang not in budgets:
             continue
-        if used[lang] < budgets[lang]:
-            chosen.add(candidate.doc_id)
-            used[lang] += candidate.chars
-        elif held[lang] < settings.heldout_chars:
+        if held[lang] + candidate.chars <= held_cap[lang]:
             heldout[lang].append(candidate.doc_id)
             held[lang] += candidate.chars
+        elif used[lang] < budgets[lang]:
+            chosen.add(candidate.doc_id)
+            used[lang] += candidate.chars
     return chosen, {lang: ids for lang, ids in heldout.items() if ids}
 
 

@@ -33,6 +33,9 @@ def test_split_sample_holds_out_unseen_documents_per_language():
 
     pool = sorted([Candidate(i, f"en{i}", "en", 100) for i in range(20)]
                   + [Candidate(100 + i, f"zh{i}", "zh", 100) for i in range(20)], key=lambda c: c.order)
-    chosen, heldout = split_sample(pool, TokenizerConfig(sample_chars=1000, language_alpha=0.0, heldout_chars=300))
-    assert chosen == {f"en{i}" for i in range(5)} | {f"zh{i}" for i in range(5)}
-    assert heldout == {"en": ["en5", "en6", "en7"], "zh": ["zh5", "zh6", "zh7"]}
+    chosen, heldout = split_sample(pool, TokenizerConfig(sample_chars=1000, language_alpha=0.0, heldout_chars=150))
+    assert heldout == {"en": ["en0"], "zh": ["zh0"]}  # 150 chars allowed, one 100-char document fits
+    assert chosen == {f"en{i}" for i in range(1, 6)} | {f"zh{i}" for i in range(1, 6)}
+    # a small corpus keeps at least nine tenths of each language for training
+    _, small = split_sample(pool, TokenizerConfig(sample_chars=10_000, heldout_chars=10_000))
+    assert small == {"en": ["en0", "en1"], "zh": ["zh0", "zh1"]}
