@@ -22,6 +22,13 @@ def _views(build_dir: Path) -> dict[str, str]:
     for stage in DOCUMENT_STAGES:
         if any((root / "stages" / stage).glob("part-*.parquet")):
             views[stage] = f"SELECT * EXCLUDE (text) FROM read_parquet('{root}/stages/{stage}/part-*.parquet')"
+    if "dedup" in views:
+        # Cluster-size histogram: documents without duplicates are clusters of one.
+        views["dedup_clusters"] = (
+            "SELECT cluster_size, count(*) AS clusters, sum(cluster_size) AS documents FROM ("
+            "SELECT coalesce(minhash_cluster, doc_id) AS cluster, any_value(cluster_size) AS cluster_size "
+            f"FROM read_parquet('{root}/stages/dedup/part-*.parquet') GROUP BY ALL) GROUP BY ALL ORDER BY ALL"
+        )
     if any((root / "stages" / "tokenize").glob("part-*.parquet")):
         views["tokenize"] = f"SELECT * FROM read_parquet('{root}/stages/tokenize/part-*.parquet')"
     if (root / "stages" / "quality" / "buckets.parquet").exists():

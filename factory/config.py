@@ -39,7 +39,14 @@ class PiiConfig(Strict):
 
 
 class IngestConfig(Strict):
+    """Oversized input has two rules: a record (JSONL line, WARC record) over max_record_bytes is never held in memory
+    and becomes an invalid row; a document's text over max_doc_chars is cut to that length (meta records how long
+    it was)."""
+
     max_doc_chars: int = Field(1_000_000, gt=0, description="longer documents are truncated to this")
+    max_record_bytes: int = Field(
+        64 << 20, gt=0, description="larger raw records (a JSONL line, a WARC record) are skipped as invalid"
+    )
     min_doc_chars: int = Field(1, ge=0)
     html_extractor: Literal["cascade", "resiliparse", "trafilatura"] = Field(
         "cascade",
@@ -58,33 +65,200 @@ class LangidConfig(Strict):
     allow: list[str] | None = Field(None, description="languages to keep; None keeps every language")
 
 
-class HeuristicsConfig(Strict):
+# Stop words and thresholds per language. English: Gopher's stop words (Rae et al. 2021, "Scaling Language Models",
+# appendix A.1.1). Others: FineWeb-2's per-language configs (huggingface/fineweb-2, configs/{lang}_{script}.yml) and
+# its filtering step (fineweb-2-pipeline.py: duplicate-paragraph and duplicate-line-character fractions and the
+# short-line ratio switched off, FineWeb's duplicate-line-character ratio raised to 0.1, C4's rules not applied).
+_FINEWEB2_OFF = ["gopher_dup_para_frac", "gopher_dup_para_char_frac", "gopher_dup_line_char_frac",
+                 "fineweb_short_line_ratio", "c4_lorem_ipsum", "c4_curly_bracket", "c4_min_sentences"]
+# C4's line endings plus the full-width marks that end Chinese and Japanese sentences (for C4's line removal).
+_CJK_LINE_ENDS = ".?!\"'。！？．”」』"
+
+
+def _fineweb2(stop_words: str, word_length: tuple[float, float], alpha: float, top: tuple[float, ...],
+              dup: tuple[float, ...], dup_line: float, line_punct: float, list_ratio: float, **extra: object) -> dict:
+    """One language's FineWeb-2 thresholds and stop words, with the rules its pipeline leaves out disabled."""
+    return {
+        "stop_words": stop_words.split(), "min_mean_word_length": word_length[0],
+        "max_mean_word_length": word_length[1], "min_alpha_words_ratio": alpha,
+        **{f"max_top_{n}gram_frac": value for n, value in zip((2, 3, 4), top, strict=True)},
+        **{f"max_dup_{n}gram_frac": value for n, value in zip(range(5, 11), dup, strict=True)},
+        "max_dup_line_frac": dup_line, "min_line_punct_ratio": line_punct, "max_list_ratio": list_ratio,
+        "max_char_dup_ratio": 0.1, "disable": _FINEWEB2_OFF, **extra,
+    }
+
+
+HEURISTICS_LANGUAGE_DEFAULTS: dict[str, dict] = {
+    "en": {"stop_words": ["the", "be", "to", "of", "and", "that", "have", "with"]},
+    "de": _fineweb2("der und die in von im den des mit das er dem als wurde für", (0, 15), 0.774,
+                    (0.169, 0.153, 0.137), (0.141, 0.134, 0.126, 0.117, 0.108, 0.098), 0.263, 0.0, 0.152),
+    "fr": _fineweb2("de la le et à en l' des du les est d' un une il dans par au", (2, 11), 0.812,
+                    (0.161, 0.149, 0.134), (0.15, 0.141, 0.131, 0.121, 0.111, 0.1), 0.264, 0.1, 0.185),
+    "es": _fineweb2("de la en el y a que del los se por un con una las su", (4, 14), 0.825,
+                    (0.077, 0.097, 0.112), (0.152, 0.137, 0.123, 0.114, 0.107, 0.099), 0.265, 0.3, 0.171),
+    "ru": _fineweb2("в и на с года по году из был к не от что за для его как а он также до после", (3, 11), 0.713,
+                    (0.184, 0.164, 0.146), (0.168, 0.156, 0.145, 0.133, 0.121, 0.109), 0.322, 0.231, 0.139),
+    # Chinese is measured on jieba words, as FineWeb-2 does (spaCy's jieba segmenter).
+    "zh": _fineweb2("的 年 在 月 是 和 日 了 於 · 為 有 被 人 中 为 他 與 後 也 而 由", (1, 5), 0.735,
+                    (0.256, 0.201, 0.171), (0.198, 0.182, 0.167, 0.154, 0.14, 0.127), 0.287, 0.106, 0.178,
+                    word_split="jieba", c4_end_punctuation=_CJK_LINE_ENDS),
+    # Japanese is measured on characters (FineWeb-2 segments with SudachiPy, which we do not ship).
+    "ja": _fineweb2("の に を は た て が と で 年 し ・ 月 れ さ", (1, 5), 0.759,
+                    (0.121, 0.129, 0.145), (0.307, 0.283, 0.264, 0.248, 0.234, 0.223), 0.375, 0.167, 0.162,
+                    word_split="chars", c4_end_punctuation=_CJK_LINE_ENDS),
+}
+
+
+class HeuristicRules(Strict):
+    """Thresholds, and how to measure, for one language; the defaults are the published English values.
+
+    Rule names listed in ``disable`` are not applied.
+    """
+
+    word_split: Literal["spaces", "jieba", "chars"] = Field(
+        "spaces", description="spaCy-style words, jieba words (Chinese) or characters (Japanese)"
+    )
+    stop_words: list[str] = Field(default_factory=list, description="Gopher stop words; none skips that rule")
+    disable: list[str] = Field(default_factory=list, description="rule names not to apply")
+    # Gopher quality: Rae et al. 2021, appendix A.1.1 (datatrove pipeline/filters/gopher_quality_filter.py agrees).
     min_words: int = 50
     max_words: int = 100_000
-    min_cjk_chars: int = 100
-    min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 10.0
-    max_symbol_word_ratio: float = 0.1
+    min_mean_word_length: float = 3
+    max_mean_word_length: float = 10
+    max_hash_ratio: float = 0.1
+    max_ellipsis_ratio: float = 0.1
     max_bullet_lines_ratio: float = 0.9
     max_ellipsis_lines_ratio: float = 0.3
     min_alpha_words_ratio: float = 0.8
-    max_duplicate_line_fraction: float = 0.3
-    max_top_2gram_fraction: float = 0.2
+    min_stop_words: int = 2
+    # Gopher repetition: Rae et al. 2021, table A1 (as in datatrove pipeline/filters/gopher_repetition_filter.py).
+    max_dup_para_frac: float = 0.3
+    max_dup_para_char_frac: float = 0.2
+    max_dup_line_frac: float = 0.3
+    max_dup_line_char_frac: float = 0.2
+    max_top_2gram_frac: float = 0.2
+    max_top_3gram_frac: float = 0.18
+    max_top_4gram_frac: float = 0.16
+    max_dup_5gram_frac: float = 0.15
+    max_dup_6gram_frac: float = 0.14
+    max_dup_7gram_frac: float = 0.13
+    max_dup_8gram_frac: float = 0.12
+    max_dup_9gram_frac: float = 0.11
+    max_dup_10gram_frac: float = 0.10
+    # C4: Raffel et al. 2020, section 2.2, as tensorflow_datasets text/c4_utils.py (clean_page) implements it.
+    c4_terminal_punct: bool = Field(True, description="remove lines not ending in terminal punctuation")
+    c4_end_punctuation: str = ".?!\"'"
+    c4_min_words_per_line: int = 3
+    c4_max_word_length: int = 1000
+    min_sentences: int = 5
+    max_lorem_ipsum_lines: int = 0
+    max_curly_bracket_lines: int = 0
+    # FineWeb: Penedo et al. 2024, "The FineWeb Datasets", its custom filters; the values of datatrove's
+    # pipeline/filters/fineweb_quality_filter.py, which FineWeb ran (duplicate-line characters: 0.01 there, 0.1 in
+    # the paper's text; FineWeb-2's pipeline notes it raised 0.01 to 0.1).
+    short_line_length: int = 30
     min_line_punct_ratio: float = 0.12
     max_short_line_ratio: float = 0.67
+    max_char_dup_ratio: float = 0.01
+    max_list_ratio: float = 0.3
+
+
+# Per-language overrides: every HeuristicRules field, optional; a field left out (None) keeps the top-level value.
+# Built through the model's metaclass (what a class statement does) so the field list cannot drift from the above.
+HeuristicsLanguage = type(Strict)(
+    "HeuristicsLanguage",
+    (Strict,),
+    {
+        "__module__": __name__,
+        "__qualname__": "HeuristicsLanguage",
+        "__doc__": "One language's overrides of the top-level heuristics settings; unset fields inherit them.",
+        "__annotations__": {name: info.annotation | None for name, info in HeuristicRules.model_fields.items()},
+        **dict.fromkeys(HeuristicRules.model_fields),
+    },
+)
+
+
+class HeuristicsConfig(HeuristicRules):
+    """Heuristic rule sets; the top-level values apply to every language without its own entry in ``languages``."""
+
+    rule_sets: list[Literal["gopher_quality", "gopher_repetition", "c4", "fineweb"]] = Field(
+        default_factory=lambda: ["gopher_quality", "gopher_repetition", "c4", "fineweb"]
+    )
+    c4_remove_lines: bool = Field(False, description="kept documents lose the lines C4's line filter removes")
+    languages: dict[str, HeuristicsLanguage] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {lang: HeuristicsLanguage(**v) for lang, v in HEURISTICS_LANGUAGE_DEFAULTS.items()}
+    )
+
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _over_defaults(cls, languages: object) -> object:
+        """A language's entry refines the built-in one for that language instead of replacing it."""
+        if not isinstance(languages, dict):
+            return languages
+        merged = {lang: dict(values) for lang, values in HEURISTICS_LANGUAGE_DEFAULTS.items()}
+        for lang, values in languages.items():
+            given = values.model_dump(exclude_none=True) if isinstance(values, BaseModel) else values
+            merged[lang] = {**merged.get(lang, {}), **given} if isinstance(given, dict) else given
+        return merged
+
+    def for_language(self, lang: str | None) -> HeuristicRules:
+        """The settings for ``lang``: its entry in ``languages`` over the top level; disabled rules add up."""
+        top = self.model_dump(include=set(HeuristicRules.model_fields))
+        entry = self.languages.get(lang) if lang else None
+        if entry is None:
+            return HeuristicRules(**top)
+        own = entry.model_dump(exclude_none=True)
+        disable = sorted({*top["disable"], *own.pop("disable", [])})
+        return HeuristicRules(**{**top, **own, "disable": disable})
+
+
+class ParagraphDedupConfig(Strict):
+    """Lines or paragraphs that recur across many surviving documents (navigation, banners, footers) are removed.
+
+    Off by default: it rewrites text, and the demo corpus reuses whole paragraphs of a small pool of base texts.
+    """
+
+    enabled: bool = False
+    unit: Literal["line", "paragraph"] = Field("line", description="paragraph = block between blank lines")
+    min_documents: int = Field(5, ge=2, description="a unit in at least this many surviving documents is removed")
+    min_chars: int = Field(10, ge=1, description="units shorter than this (normalised) are never counted")
+    min_words: int = Field(50, ge=0, description="documents left with fewer words are dropped (CJK: characters)")
 
 
 class DedupConfig(Strict):
     exact: bool = True
+    normalization: Literal["none", "whitespace", "standard"] = Field(
+        "standard", description="exact-key normalisation; standard ignores case, punctuation and digit values"
+    )
     minhash: bool = True
     threshold: float = Field(0.8, gt=0, lt=1, description="target Jaccard similarity")
     num_perm: int = Field(128, ge=16)
-    ngram: int = Field(5, ge=1, description="word n-gram size (characters for CJK use cjk_ngram)")
-    cjk_ngram: int = Field(5, ge=1)
-    false_positive_weight: float = 0.5
-    false_negative_weight: float = 0.5
+    ngram: int = Field(5, ge=1, le=10, description="word n-gram size (characters for CJK use cjk_ngram)")
+    cjk_ngram: int = Field(5, ge=1, le=10)
+    # Missing a duplicate costs more than a spurious candidate: with 128 permutations these weights give 16 bands
+    # x 8 rows, which catch 99% of pairs at Jaccard 0.85 (datatrove's 14 x 8 is below this curve everywhere).
+    false_positive_weight: float = Field(0.05, ge=0)
+    false_negative_weight: float = Field(0.95, ge=0)
+    bands: int | None = Field(None, ge=1, description="LSH bands; default: datasketch's optimum for the weights")
+    rows: int | None = Field(None, ge=1, validate_default=True, description="rows per band; set with bands")
+    verify: bool = Field(True, description="drop candidate pairs whose estimated Jaccard is below verify_threshold")
+    # A band shared by documents far below the threshold is chance (each pair gets 16 tries); 0.5 rejects those yet
+    # sits ~8 standard errors (0.035 at 0.8, 128 permutations) under the threshold, so it costs almost no recall.
+    verify_threshold: float = Field(0.5, gt=0, le=1, description="estimated Jaccard a candidate pair must reach")
     seed: int = 1
-    survivor: Literal["longest", "oldest_id"] = "longest"
+    survivor: Literal["longest", "oldest_id", "earliest_date"] = "longest"
+    max_rounds: int = Field(40, ge=1, description="connected-component rounds before the stage gives up")
+    paragraphs: ParagraphDedupConfig = ParagraphDedupConfig()
+
+    @field_validator("rows")
+    @classmethod
+    def _bands_fit(cls, rows: int | None, info) -> int | None:  # info: pydantic ValidationInfo
+        bands, num_perm = info.data.get("bands"), info.data.get("num_perm", 0)
+        if (bands is None) != (rows is None):
+            raise ValueError("set bands and rows together (or neither, for datasketch's optimum)")
+        if bands and rows and bands * rows > num_perm:
+            raise ValueError(f"bands x rows = {bands * rows} exceeds num_perm = {num_perm}")
+        return rows
 
 
 class ScorerSpec(Strict):
@@ -195,9 +369,33 @@ class BuildConfig(Strict):
         blob = json.dumps(parts, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def resolve_path(self, path: str) -> str:
+        """A path from the config: URLs and absolute paths as they are, relative ones against base_dir."""
+        if "://" in path:
+            return path
+        return str((Path(self.base_dir) / path).resolve())
+
+    def named_files(self) -> dict[str, str]:
+        """Every model or list file the config names, by its key (e.g. ``quality.scorers[1].model``), resolved."""
+        named = {"langid.model": self.langid.model, "quality.model": self.quality.model,
+                 "tokenize.tokenizer.model": self.tokenize.tokenizer.model}
+        named |= {f"quality.scorers[{i}].model": spec.model for i, spec in enumerate(self.quality.scorers)}
+        url_filter = self.ingest.url_filter
+        named |= {f"ingest.url_filter.domain_files[{i}]": path for i, path in enumerate(url_filter.domain_files)}
+        named |= {f"ingest.url_filter.banned_word_files[{i}]": path
+                  for i, path in enumerate(url_filter.banned_word_files)}
+        return {key: self.resolve_path(path) for key, path in named.items() if path}
+
 
 class ConfigError(ValueError):
     """A config file that cannot be used, with the offending key and file named."""
+
+
+def check_named_files(config: BuildConfig, origin: str = "config") -> None:
+    """Fail before any work when a file the config names is missing (remote URLs are checked when read)."""
+    for key, path in config.named_files().items():
+        if "://" not in path and not Path(path).is_file():
+            raise ConfigError(f"invalid config {origin}:\n  {key}: file not found: {path}")
 
 
 def _describe(err: ValidationError, origin: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -40,7 +41,9 @@ def dump_manifest(manifest: dict, path: str | Path) -> Path:
     validate_manifest(manifest, str(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # a killed planner never leaves half a manifest
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 
@@ -60,10 +63,24 @@ def load_manifest(path: str | Path, allow_outside_root: bool = False) -> tuple[d
     validate_manifest(manifest, str(path))
     root = manifest_root(path, manifest)
     if not allow_outside_root:
-        for rel in manifest_paths(manifest):
-            if not (root / rel).resolve().is_relative_to(root):
-                raise ManifestError(f"manifest {path}: {rel} leaves the build directory {root}")
+        check_inside_root(path, manifest, root)
     return manifest, root
+
+
+def check_inside_root(path: Path, manifest: dict, root: Path) -> None:
+    """Every path a manifest names stays in its build directory: the root must be the directory the manifest sits
+    in or the one above (DIR for DIR/manifests/stable.json; so `root: /` cannot widen it), shard and tokenizer paths
+    resolve (symlinks too) under the root, and next_phase names a manifest under it."""
+    here = path.resolve()
+    if root not in (here.parent, here.parent.parent):
+        raise ManifestError(f"manifest {path}: root {manifest['root']!r} resolves to {root}, which does not hold "
+                            "the manifest: it is not this build's directory")
+    for rel in manifest_paths(manifest):
+        if not (root / rel).resolve().is_relative_to(root):
+            raise ManifestError(f"manifest {path}: {rel} leaves the build directory {root}")
+    following = manifest.get("next_phase")
+    if following and not (here.parent / following).resolve().is_relative_to(root):
+        raise ManifestError(f"manifest {path}: next_phase {following} leaves the build directory {root}")
 
 
 def manifest_paths(manifest: dict) -> list[str]:

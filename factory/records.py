@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pyarrow as pa
 
@@ -44,6 +45,16 @@ def stable_doc_id(source: str, input_file: str, location: str) -> str:
     """Id for records without one: identical across reruns because it hashes only where the record is."""
     digest = hashlib.sha256(f"{source}\x00{input_file}\x00{location}".encode()).hexdigest()
     return f"{source}-{digest[:20]}"
+
+
+_NUMBER = re.compile(r"\d+")
+
+
+def input_order(row: dict) -> tuple[str, int, str]:
+    """Where a row's record sits in the input: file, then line / row / offset as a number (so line 9 < line 10)."""
+    location = row.get("location") or ""
+    number = _NUMBER.search(location)
+    return row.get("input_file") or "", int(number.group()) if number else -1, location
 
 
 def stage_schema(previous: pa.Schema | None, added: list[pa.Field]) -> pa.Schema:

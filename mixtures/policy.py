@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -59,6 +59,60 @@ class AnnealRules(PhaseRules):
         return self
 
 
+class TargetSet(Strict):
+    """A validation set for the model sandbox: the shards of a source, a language, or both."""
+
+    source: str | None = None
+    lang: str | None = None
+
+    @model_validator(mode="after")
+    def _names_something(self) -> TargetSet:
+        if self.source is None and self.lang is None:
+            raise ValueError("a target set needs a source, a lang, or both, e.g. {source: news, lang: en}")
+        return self
+
+
+# Proxy sizes for the sandbox: ModelConfig fields over the trainer's "test" preset (vocab and seq_len come from
+# the build). The first trains every candidate; all of them train the prior and the proposal for the scaling check.
+DEFAULT_PROXY_MODELS: list[dict[str, Any]] = [
+    {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2},
+    {"dim": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2},
+    {"dim": 256, "n_layers": 4, "n_heads": 8, "n_kv_heads": 4},
+]
+
+
+class SandboxRules(Strict):
+    """`factory sandbox`: tiny proxy models trained on sampled mixtures choose the stable phase's mixture."""
+
+    targets: dict[str, TargetSet] = Field(
+        default_factory=dict, description="validation sets by name: shards held out of every proxy run")
+    objective: dict[str, float] = Field(
+        default_factory=dict, description="weight of each target set's loss in the objective; default: equal")
+    heldout_fraction: float = Field(0.1, gt=0, le=1, description="share of a target set's shards held out (>= 1)")
+    runs: int = Field(16, ge=4, description="candidate mixtures, one proxy run each (the prior is the first)")
+    concentration: float = Field(1.0, gt=0, description="Dirichlet concentration per component around the prior")
+    proxy_tokens: int = Field(5_000_000, gt=0, description="training tokens of each proxy run")
+    batch_size: int = Field(16, gt=0, description="sequences per proxy training step")
+    eval_tokens: int = Field(1_000_000, gt=0, description="most validation tokens read per target set")
+    models: list[str | dict[str, Any]] = Field(
+        default_factory=lambda: [dict(model) for model in DEFAULT_PROXY_MODELS], min_length=1,
+        description="proxy sizes, smallest first: a preset name, a config file, or ModelConfig fields")
+    samples: int = Field(20_000, ge=100, description="mixtures scored by the fitted model when proposing")
+    top_k: int = Field(100, ge=1, description="the proposal is the mean of the best top_k scored mixtures (RegMix)")
+
+    @model_validator(mode="after")
+    def _objective_names_targets(self) -> SandboxRules:
+        if "objective" in self.targets:
+            raise ValueError("'objective' names the weighted sum of the target losses: call the target set otherwise")
+        if unknown := sorted(set(self.objective) - set(self.targets)):
+            raise ValueError(f"objective names {unknown}, which are not target sets ({sorted(self.targets)})")
+        if bad := {name: weight for name, weight in self.objective.items() if weight <= 0}:
+            raise ValueError(f"objective weights must be positive; fix {bad} (leave a target out to ignore it)")
+        if self.top_k > self.samples:
+            raise ValueError(f"top_k {self.top_k} is more than samples {self.samples}: lower it")
+        return self
+
+
 class Policy(Strict):
     """A training run's wishes; every key has a default, so an empty policy file is valid."""
 
@@ -72,6 +126,7 @@ class Policy(Strict):
     decay_shape: Literal["linear", "exponential", "sqrt"] = "linear"
     stable: PhaseRules = PhaseRules()
     anneal: AnnealRules = AnnealRules()
+    sandbox: SandboxRules = SandboxRules()
 
     @model_validator(mode="after")
     def _phases_fit(self) -> Policy:

@@ -16,10 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 
 from factory.config import BuildConfig, RunnerConfig
 from factory.markers import is_done, marker_digest, read_marker, reset_paths, write_marker
-from factory.records import DECISION_COLUMNS, DROPPED, KEPT, LEDGER_SCHEMA, ledger_row, stage_schema
+from factory.records import DECISION_COLUMNS, DROPPED, KEPT, LEDGER_SCHEMA, input_order, ledger_row, stage_schema
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,60 @@ class StagePaths:
     def ledger_parts(self) -> list[Path]:
         return sorted(self.ledger_dir.glob(f"{self.stage}-part-*.parquet"))
 
+    def ledger_leftovers(self) -> list[Path]:
+        """Ledger parts and the temporary files a killed run of this stage left beside them."""
+        return self.ledger_parts() + sorted(self.ledger_dir.glob(f".{self.stage}-part-*.tmp-*"))
+
+
+def kept_rows(path: str) -> pa.Table:
+    table = pq.read_table(path)
+    return table.filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS))
+
 
 class ReadKeptRows(beam.DoFn):
     """Reads one Parquet part of the previous stage and emits the rows it kept, without decision columns."""
 
     def process(self, path: str) -> Iterable[dict]:
-        table = pq.read_table(path)
-        table = table.filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS))
-        yield from table.to_pylist()
+        yield from kept_rows(path).to_pylist()
+
+
+class ReadKeptBatches(beam.DoFn):
+    """Like ReadKeptRows, but emits lists of up to ``size`` rows in file order: batches made at read time are the
+    same on every runner and worker count (BatchElements emits its last batch from finish_bundle, which the
+    DaskRunner drops)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def process(self, path: str) -> Iterable[list[dict]]:
+        table = kept_rows(path)
+        for start in range(0, table.num_rows, self.size):
+            yield table.slice(start, self.size).to_pylist()
+
+
+def read_kept_batches(pipeline: beam.Pipeline, upstream: StagePaths, size: int, label: str = "Read"
+                      ) -> beam.PCollection:
+    """The upstream stage's kept rows as lists of at most ``size`` rows, spread over the workers."""
+    files = [str(path) for path in upstream.parts()]
+    return (
+        pipeline
+        | f"{label}Files" >> beam.Create(files)
+        | f"{label}Batches" >> beam.ParDo(ReadKeptBatches(size))
+        | f"{label}Spread" >> beam.Reshuffle()
+    )
+
+
+class collect(beam.PTransform):  # noqa: N801 - reads like the beam.combiners.ToList it replaces
+    """Every element in one list, emitted once (nothing for an empty input). A GroupByKey on one key, not
+    CombineGlobally, whose default for empty input is a side input: side inputs are not reliable on the DaskRunner."""
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        return (
+            pcoll
+            | "OneKey" >> beam.Map(lambda element: (None, element))
+            | "Together" >> beam.GroupByKey()
+            | "AsList" >> beam.MapTuple(lambda _, elements: list(elements))
+        )
 
 
 def read_kept(pipeline: beam.Pipeline, upstream: StagePaths, label: str = "Read") -> beam.PCollection:
@@ -92,15 +139,23 @@ def read_kept(pipeline: beam.Pipeline, upstream: StagePaths, label: str = "Read"
     )
 
 
-class WritePartition(beam.DoFn):
-    """Writes one partition (rows sorted by doc_id, so output is independent of worker count) and its ledger."""
+Prepare = Callable[[list[dict]], list[dict]]
 
-    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str) -> None:
+
+class WritePartition(beam.DoFn):
+    """Writes one partition (rows sorted by doc_id, then input position, so output is independent of worker count)
+    and its ledger; ``prepare`` may rewrite the sorted rows first (ingest makes repeated ids unique there)."""
+
+    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str,
+                 prepare: Prepare | None = None) -> None:
         self.paths, self.schema, self.total, self.drop_status = paths, schema, total, drop_status
+        self.prepare = prepare
 
     def process(self, element: tuple[int, Iterable[dict]]) -> Iterable[str]:
         index, rows = element
-        ordered = sorted(rows, key=lambda row: row["doc_id"])
+        ordered = sorted(rows, key=lambda row: (row["doc_id"], *input_order(row)))
+        if self.prepare is not None:
+            ordered = sorted(self.prepare(ordered), key=lambda row: (row["doc_id"], *input_order(row)))
         write_parquet_atomic(
             pa.Table.from_pylist(ordered, schema=self.schema),
             self.paths.stage_dir / part_name("", index, self.total),
@@ -121,9 +176,11 @@ class WritePartition(beam.DoFn):
 class WriteStage(beam.PTransform):
     """Partitions rows by doc_id hash and writes every partition with WritePartition."""
 
-    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str) -> None:
+    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str,
+                 prepare: Prepare | None = None) -> None:
         super().__init__()
         self.paths, self.schema, self.total, self.drop_status = paths, schema, total, drop_status
+        self.prepare = prepare
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         total = self.total
@@ -131,7 +188,9 @@ class WriteStage(beam.PTransform):
             rows
             | "KeyByPartition" >> beam.Map(lambda row: (partition_of(row["doc_id"], total), row))
             | "GroupPartition" >> beam.GroupByKey()
-            | "WritePartition" >> beam.ParDo(WritePartition(self.paths, self.schema, total, self.drop_status))
+            | "WritePartition" >> beam.ParDo(
+                WritePartition(self.paths, self.schema, total, self.drop_status, self.prepare)
+            )
         )
 
 
@@ -171,6 +230,20 @@ class StageResult:
     seconds: float
 
 
+class LostDocuments(RuntimeError):
+    """A stage wrote a different number of documents than its upstream stage kept."""
+
+
+def check_conservation(stage: str, counts: dict, upstream: StagePaths | None) -> None:
+    """Every document the upstream stage kept must come out of this one (kept, dropped or duplicate): a runner that
+    loses elements (the DaskRunner drops whatever a DoFn emits from finish_bundle) fails the stage, loudly."""
+    marker = None if upstream is None else read_marker(upstream.stage_dir)
+    expected = (marker or {}).get("counts", {}).get("kept")
+    if expected is not None and "documents" in counts and counts["documents"] != expected:
+        raise LostDocuments(f"{stage}: wrote {counts['documents']:,} documents but {upstream.stage} kept "
+                            f"{expected:,}; the runner lost or repeated elements (no marker written)")
+
+
 def run_stage(
     config: BuildConfig,
     paths: StagePaths,
@@ -186,16 +259,48 @@ def run_stage(
     if is_done(paths.stage_dir, config_hash, input_hash):
         return StageResult(paths.stage, read_marker(paths.stage_dir)["counts"], True, 0.0)
     start = time.perf_counter()
-    reset_paths(paths.stage_dir, paths.ledger_parts())
+    reset_paths(paths.stage_dir, paths.ledger_leftovers())
     counts = body()
+    check_conservation(paths.stage, counts, upstream)
     outputs = paths.parts() + paths.ledger_parts() + extra_outputs()
     write_marker(paths.build_dir, paths.stage_dir, paths.stage, config_hash, input_hash, counts, outputs)
     return StageResult(paths.stage, counts, False, time.perf_counter() - start)
 
 
+class _Leaves(PipelineVisitor):
+    """Collects the PCollections no transform consumes: the ends of a pipeline's branches."""
+
+    def __init__(self) -> None:
+        self.produced: list[beam.PCollection] = []
+        self.consumed: set[int] = set()
+
+    def visit_transform(self, node: AppliedPTransform) -> None:
+        self.consumed |= {id(pcoll) for pcoll in node.inputs}
+        self.consumed |= {id(side.pvalue) for side in node.side_inputs}
+        self.produced += [out for out in node.outputs.values() if isinstance(out, beam.PCollection)]
+
+
+def join_branches(pipeline: beam.Pipeline) -> None:
+    """Make every branch end in one last transform. The DaskRunner computes only the graph behind the last transform
+    it translates, so a second sink (the quality cut points, the shard index) would silently never run."""
+    visitor = _Leaves()
+    pipeline.visit(visitor)
+    leaves = [pcoll for pcoll in visitor.produced if id(pcoll) not in visitor.consumed]
+    ends = [leaf | f"EndOfBranch{i}" >> beam.Filter(lambda _: False) for i, leaf in enumerate(leaves)]
+    _ = ends | "AllBranches" >> beam.Flatten()
+
+
 def run_beam(config: BuildConfig, build: Callable[[beam.Pipeline], None]) -> None:
-    with beam.Pipeline(options=beam_options(config.runner)) as pipeline:
-        build(pipeline)
+    pipeline = beam.Pipeline(options=beam_options(config.runner))
+    build(pipeline)
+    join_branches(pipeline)
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)  # the DaskRunner opens a dask.distributed client per pipeline
+        if client is not None:
+            client.close()
 
 
 class AnnotateBatch(beam.DoFn):
@@ -225,8 +330,7 @@ def run_document_stage(
     def body() -> dict:
         def build(pipeline: beam.Pipeline) -> None:
             (
-                read_kept(pipeline, previous)
-                | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
+                read_kept_batches(pipeline, previous, batch_size)
                 | "Annotate" >> beam.ParDo(make_dofn())
                 | "Write" >> WriteStage(paths, schema, total, DROPPED)
             )

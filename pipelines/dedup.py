@@ -1,209 +1,457 @@
-"""Dedup stage: exact (normalised-text hash) then MinHash LSH clusters; one survivor per cluster.
+"""Dedup stage: exact + MinHash LSH duplicates joined into clusters (one survivor each), then repeated lines removed.
 
-Bound: connected components are computed by one union-find combiner, which holds every candidate edge
-between exact-survivors in memory (~100 bytes per edge); documents themselves are joined by key, not held.
+Grouping is Beam GroupByKeys only; clusters come from large-star / small-star rounds (Kiveris et al. 2014).
 """
 
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 import apache_beam as beam
+import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from factory.config import BuildConfig, DedupConfig
-from factory.records import DUPLICATE, stage_schema
-from filters.dedup import MinHasher, band_keys, exact_key, lsh_params
+from factory.config import BuildConfig, DedupConfig, ParagraphDedupConfig
+from factory.records import DROPPED, DUPLICATE, stage_schema
+from filters.dedup import (
+    SCHEME,
+    MinHasher,
+    band_keys,
+    exact_key,
+    jaccard,
+    lsh_params,
+    strip_units,
+    unit_keys,
+    word_count,
+)
 from pipelines.common import (
     StagePaths,
     StageResult,
     WriteStage,
     decision_counts,
     fill_empty_partitions,
+    part_name,
+    partition_of,
     read_kept,
     run_beam,
     run_stage,
+    write_parquet_atomic,
 )
 
 STAGE = "dedup"
 FIELDS = [
-    pa.field("exact_key", pa.string()),
-    pa.field("minhash_cluster", pa.string()),
+    pa.field("minhash_cluster", pa.string()),  # the cluster's survivor; null for documents without duplicates
     pa.field("cluster_size", pa.int32()),
     pa.field("duplicate_of", pa.string()),
+    pa.field("units_removed", pa.int32()),  # repeated lines/paragraphs taken out of the text
 ]
-Member = tuple[str, int]  # (doc_id, text length)
+EDGE_SCHEMA = pa.schema([("child", pa.string()), ("parent", pa.string())])
+ROUNDS_PER_PIPELINE = 3  # large-star + small-star iterations per Beam pipeline; dedup clusters are shallow
+# A node is "<rank><doc_id><exact key>": string order is survivor order, so a cluster's smallest node survives.
+KEY_WIDTH = 32
+NO_EXACT = "-" * KEY_WIDTH
+RANK_WIDTH = {"longest": 12, "earliest_date": 10, "oldest_id": 0}
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+Edge = tuple[str, str]  # (child, parent) with parent < child
 
 
-def survivor_order(config: DedupConfig):
-    """Sort key whose first member is the survivor: longest text (ties: smallest id) or smallest id."""
-    if config.survivor == "longest":
-        return lambda member: (-member[1], member[0])
-    return lambda member: member[0]
+def rank(row: dict, survivor: str) -> str:
+    """Fixed-width prefix that sorts the preferred survivor first: longest text, earliest date, or nothing (id)."""
+    if survivor == "longest":
+        return f"{10**12 - 1 - len(row['text']):012d}"
+    if survivor == "earliest_date":
+        date = (row.get("date") or "")[:10]
+        return date if _ISO_DATE.fullmatch(date) else "9999-99-99"
+    return ""
+
+
+def make_node(row: dict, config: DedupConfig) -> str:
+    exact = exact_key(row["text"], config.normalization) if config.exact else NO_EXACT
+    return rank(row, config.survivor) + row["doc_id"] + exact
+
+
+def node_doc_id(node: str, survivor: str) -> str:
+    return node[RANK_WIDTH[survivor] : -KEY_WIDTH]
 
 
 class DedupKeys(beam.DoFn):
-    """Exact key and LSH band keys for a batch of documents (MinHash signatures computed on the batch)."""
+    """Node, LSH band keys and (when verifying) signature of a batch of documents; signatures are batch-computed."""
 
     def __init__(self, config: DedupConfig) -> None:
         self.config = config
-        self.hasher: MinHasher | None = None
 
     def setup(self) -> None:
-        self.hasher = MinHasher(self.config)
+        self.hasher = MinHasher(self.config) if self.config.minhash else None
         self.bands, self.rows = lsh_params(self.config)
 
     def process(self, batch: list[dict]) -> Iterable[dict]:
-        texts = [row["text"] for row in batch]
-        signatures = self.hasher.signatures(texts) if self.config.minhash else [None] * len(batch)
+        signatures = self.hasher.signatures([row["text"] for row in batch]) if self.hasher else [None] * len(batch)
         for row, signature in zip(batch, signatures, strict=True):
-            bands = [] if signature is None else band_keys(signature, self.bands, self.rows)
-            exact = exact_key(row["text"]) if self.config.exact else row["doc_id"]
-            yield {"doc_id": row["doc_id"], "length": len(row["text"]), "exact": exact, "bands": bands}
+            yield {
+                "node": make_node(row, self.config),
+                "bands": [] if signature is None else band_keys(signature, self.bands, self.rows),
+                "signature": signature.tobytes() if self.config.verify and signature is not None else None,
+            }
 
 
-def split_exact_group(element: tuple[str, Iterable[dict]], config: DedupConfig) -> Iterable:
-    """The survivor goes on to MinHash; every other member is an exact duplicate of it."""
+def exact_groups(element: tuple[str, Iterable[dict]]) -> Iterable:
+    """Each exact-key group's smallest node goes on to MinHash; the others get an edge to it."""
     _, keys = element
-    members = sorted(keys, key=lambda key: survivor_order(config)((key["doc_id"], key["length"])))
-    survivor = members[0]
-    yield survivor
-    if len(members) > 1:
-        size = len(members)
-        info = {"minhash_cluster": survivor["doc_id"], "cluster_size": size, "duplicate_of": None}
-        yield beam.pvalue.TaggedOutput("info", (survivor["doc_id"], info))
-    for member in members[1:]:
-        info = {
-            "minhash_cluster": survivor["doc_id"], "cluster_size": len(members),
-            "duplicate_of": survivor["doc_id"], "reason": "exact_duplicate",
-        }
-        yield beam.pvalue.TaggedOutput("info", (member["doc_id"], info))
+    anchor = min(key["node"] for key in keys)
+    for key in keys:
+        if key["node"] == anchor:
+            yield key
+        else:
+            yield beam.pvalue.TaggedOutput("edges", (key["node"], anchor))
 
 
-def bucket_edges(element: tuple[str, Iterable[Member]]) -> Iterable[tuple[Member, Member]]:
-    """A star over each LSH bucket: enough edges to connect its members, not all pairs."""
-    _, members = element
-    ordered = sorted(set(members))
-    for other in ordered[1:]:
-        yield ordered[0], other
+def bucket_edges(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
+    """A star over each LSH bucket, centred on its smallest node: enough edges to connect it, not all pairs."""
+    _, nodes = element
+    anchor = min(nodes)
+    for node in nodes:
+        if node != anchor:
+            yield node, anchor
 
 
-class ConnectedComponents(beam.CombineFn):
-    """Union-find over candidate edges; emits each component with more than one member."""
-
-    def create_accumulator(self) -> tuple[dict[str, str], dict[str, int]]:
-        return {}, {}
-
-    @staticmethod
-    def _find(parent: dict[str, str], node: str) -> str:
-        root = node
-        while parent.setdefault(root, root) != root:
-            root = parent[root]
-        while parent[node] != root:
-            parent[node], node = root, parent[node]
-        return root
-
-    def _union(self, acc, a: Member, b: Member):
-        parent, lengths = acc
-        lengths[a[0]], lengths[b[0]] = a[1], b[1]
-        root_a, root_b = self._find(parent, a[0]), self._find(parent, b[0])
-        if root_a != root_b:
-            parent[max(root_a, root_b)] = min(root_a, root_b)
-        return acc
-
-    def add_input(self, acc, edge: tuple[Member, Member]):
-        return self._union(acc, *edge)
-
-    def merge_accumulators(self, accumulators):
-        merged = self.create_accumulator()
-        for parent, lengths in accumulators:
-            for node in list(parent):
-                root = self._find(parent, node)
-                self._union(merged, (node, lengths[node]), (root, lengths[root]))
-        return merged
-
-    def extract_output(self, acc) -> list[list[Member]]:
-        parent, lengths = acc
-        components: dict[str, list[Member]] = {}
-        for node in parent:
-            components.setdefault(self._find(parent, node), []).append((node, lengths[node]))
-        return [sorted(members) for members in components.values() if len(members) > 1]
+def with_child_signature(element: tuple[str, dict]) -> Iterable[tuple[str, tuple[str, bytes]]]:
+    child, grouped = element
+    for signature in grouped["signature"]:
+        for parent in grouped["parent"]:
+            yield parent, (child, signature)
 
 
-def near_duplicate_info(component: list[Member], config: DedupConfig) -> Iterable[tuple[str, dict]]:
-    members = sorted(component, key=survivor_order(config))
-    survivor = members[0][0]
-    for doc_id, _ in members:
-        info = {"minhash_cluster": survivor, "cluster_size": len(members), "duplicate_of": None}
-        if doc_id != survivor:
-            info |= {"duplicate_of": survivor, "reason": "near_duplicate"}
-        yield doc_id, info
+def verified_edges(element: tuple[str, dict], threshold: float) -> Iterable[Edge]:
+    """Candidate pairs whose estimated Jaccard (share of equal signature values) reaches the threshold."""
+    parent, grouped = element
+    for signature in grouped["signature"]:
+        anchor = np.frombuffer(signature, dtype=np.uint32)
+        for child, other in grouped["child"]:
+            if jaccard(anchor, np.frombuffer(other, dtype=np.uint32)) >= threshold:
+                yield child, parent
 
 
-def merge_info(infos: Iterable[dict]) -> dict:
-    """A document can be an exact-group survivor and a MinHash member; the MinHash cluster wins."""
-    merged: dict = {}
-    for info in sorted(infos, key=lambda info: info["cluster_size"]):
-        if info.get("duplicate_of") or not merged.get("duplicate_of"):
-            merged |= info
-    return merged
+class Verify(beam.PTransform):
+    """Joins both signatures onto each candidate edge (two shuffles keyed by node) and keeps the similar pairs."""
 
+    def __init__(self, signatures: beam.PCollection, threshold: float) -> None:
+        super().__init__()
+        self.signatures, self.threshold = signatures, threshold
 
-def apply_info(element: tuple[str, dict]) -> Iterable[dict]:
-    _, grouped = element
-    info = merge_info(grouped["info"])
-    for row in grouped["doc"]:
-        duplicate_of = info.get("duplicate_of")
-        row.update(
-            minhash_cluster=info.get("minhash_cluster"),
-            cluster_size=info.get("cluster_size", 1),
-            duplicate_of=duplicate_of,
-            keep=duplicate_of is None,
-            reason=info.get("reason") if duplicate_of else None,
+    def expand(self, candidates: beam.PCollection) -> beam.PCollection:
+        children = (
+            {"parent": candidates, "signature": self.signatures}
+            | "JoinChild" >> beam.CoGroupByKey()
+            | "ChildSignature" >> beam.FlatMap(with_child_signature)
         )
+        return (
+            {"child": children, "signature": self.signatures}
+            | "JoinParent" >> beam.CoGroupByKey()
+            | "Similar" >> beam.FlatMap(verified_edges, self.threshold)
+        )
+
+
+# --------------------------------------------------------------------------- connected components
+
+
+def both_ways(edge: Edge) -> Iterable[Edge]:
+    yield edge
+    yield edge[1], edge[0]
+
+
+def large_star(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
+    """Every larger neighbour of a node is linked to the smallest node of its neighbourhood."""
+    node, neighbours = element
+    smallest = min(node, min(neighbours))
+    for other in neighbours:
+        if other > node:
+            yield other, smallest
+
+
+def small_star(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
+    """A node and its smaller neighbours are all linked to the smallest of them."""
+    node, smaller = element
+    smallest = min(smaller)
+    for other in smaller:
+        if other != smallest:
+            yield other, smallest
+    yield node, smallest
+
+
+class StarRounds(beam.PTransform):
+    """Alternating large-star and small-star rounds; connectivity is kept and each round flattens the clusters."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.rounds = rounds
+
+    def expand(self, edges: beam.PCollection) -> beam.PCollection:
+        for i in range(self.rounds):
+            edges = (
+                edges
+                | f"BothWays{i}" >> beam.FlatMap(both_ways)
+                | f"Neighbours{i}" >> beam.GroupByKey()
+                | f"LargeStar{i}" >> beam.FlatMap(large_star)
+                | f"Smaller{i}" >> beam.GroupByKey()
+                | f"SmallStar{i}" >> beam.FlatMap(small_star)
+                | f"Distinct{i}" >> beam.Distinct()
+            )
+        return edges
+
+
+def roles(edge: Edge) -> Iterable[tuple[str, str | None]]:
+    child, parent = edge
+    yield child, parent
+    yield parent, None
+
+
+def not_a_star(element: tuple[str, Iterable[str | None]]) -> int:
+    """1 when a node has two parents, or both a parent and children: its cluster is not a star yet."""
+    _, parents = element
+    first, has_children = None, False
+    for parent in parents:
+        if parent is None:
+            has_children = True
+        elif first is None:
+            first = parent
+        elif parent != first:
+            return 1
+    return int(has_children and first is not None)
+
+
+def write_count(count: int, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(str(count))
+    tmp.replace(path)
+
+
+class WriteEdges(beam.PTransform):
+    """Edges to <directory>/part-*.parquet (one file per non-empty partition) and the star-check count beside."""
+
+    def __init__(self, directory: Path, total: int) -> None:
+        super().__init__()
+        self.directory, self.total = directory, total
+
+    def expand(self, edges: beam.PCollection) -> beam.PCollection:
+        directory, total = self.directory, self.total
+        (
+            edges
+            | "EdgePartition" >> beam.Map(lambda edge: (partition_of(edge[0], total), edge))
+            | "GroupEdges" >> beam.GroupByKey()
+            | "WriteEdgeParts" >> beam.Map(write_edges, directory, total)
+        )
+        return (
+            edges
+            | "Roles" >> beam.FlatMap(roles)
+            | "ByNode" >> beam.GroupByKey()
+            | "NotAStar" >> beam.Map(not_a_star)
+            | "Violations" >> beam.CombineGlobally(sum)
+            | "WriteViolations" >> beam.Map(write_count, directory / "violations.txt")
+        )
+
+
+def write_edges(element: tuple[int, Iterable[Edge]], directory: Path, total: int) -> None:
+    """One partition's edges, sorted in memory like WriteStage's rows (edges are ~100 bytes, documents kilobytes)."""
+    index, edges = element
+    child, parent = zip(*sorted(edges), strict=True)
+    table = pa.table({"child": list(child), "parent": list(parent)}, schema=EDGE_SCHEMA)
+    write_parquet_atomic(table, directory / part_name("", index, total))
+
+
+def read_edges(pipeline: beam.Pipeline, directory: Path, label: str) -> beam.PCollection:
+    files = [str(path) for path in sorted(directory.glob("part-*.parquet"))]
+    return (
+        pipeline
+        | f"{label}Files" >> beam.Create(files)
+        | f"{label}Edges" >> beam.FlatMap(lambda path: pq.read_table(path).to_pylist())
+        | f"{label}Tuples" >> beam.Map(lambda row: (row["child"], row["parent"]))
+    )
+
+
+def violations(directory: Path) -> int:
+    return int((directory / "violations.txt").read_text())
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+def graph_edges(docs: beam.PCollection, config: DedupConfig) -> beam.PCollection:
+    """Candidate edges: exact-key groups, then LSH buckets of the exact survivors (verified when configured)."""
+    keys = (
+        docs
+        | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=256)
+        | "Keys" >> beam.ParDo(DedupKeys(config))
+    )
+    edge_sets = []
+    if config.exact:
+        exact = (
+            keys
+            | "ByExact" >> beam.Map(lambda key: (key["node"][-KEY_WIDTH:], key))
+            | "GroupExact" >> beam.GroupByKey()
+            | "ExactGroups" >> beam.FlatMap(exact_groups).with_outputs("edges", main="survivors")
+        )
+        keys = exact.survivors
+        edge_sets.append(exact.edges)
+    if config.minhash:
+        near = (
+            keys
+            | "BandKeys" >> beam.FlatMap(lambda key: [(band, key["node"]) for band in key["bands"]])
+            | "GroupBands" >> beam.GroupByKey()
+            | "BucketEdges" >> beam.FlatMap(bucket_edges)
+            | "DistinctCandidates" >> beam.Distinct()
+        )
+        if config.verify:
+            signatures = keys | "Signatures" >> beam.Map(lambda key: (key["node"], key["signature"]))
+            near = near | "Verify" >> Verify(signatures, config.verify_threshold)
+        edge_sets.append(near)
+    if not edge_sets:
+        return docs.pipeline | "NoEdges" >> beam.Create([])
+    return tuple(edge_sets) | "AllEdges" >> beam.Flatten() | "DistinctEdges" >> beam.Distinct()
+
+
+def cluster_info(element: tuple[str, Iterable[str]], survivor: str) -> Iterable[tuple[str, dict]]:
+    """The survivor (the star's centre) and its duplicates, each with the cluster id and size."""
+    centre, children = element
+    size = 1 + sum(1 for _ in children)
+    kept = node_doc_id(centre, survivor)
+    info = {"minhash_cluster": kept, "cluster_size": size}
+    yield kept, info | {"duplicate_of": None, "reason": None}
+    for child in children:
+        exact = child[-KEY_WIDTH:] == centre[-KEY_WIDTH:] != NO_EXACT
+        yield node_doc_id(child, survivor), info | {
+            "duplicate_of": kept, "reason": "exact_duplicate" if exact else "near_duplicate"
+        }
+
+
+def survivor_units(element: tuple[str, dict]) -> Iterable[tuple[int, str]]:
+    doc_id, grouped = element
+    if not any(info["duplicate_of"] for info in grouped["info"]):
+        for keys in grouped["units"]:
+            for key in keys:
+                yield key, doc_id
+
+
+def frequent_units(element: tuple[int, Iterable[str]], min_documents: int) -> Iterable[tuple[str, int]]:
+    """(doc_id, unit key) for every document holding a unit that recurs in at least min_documents survivors."""
+    key, doc_ids = element
+    if sum(1 for _ in doc_ids) >= min_documents:
+        for doc_id in doc_ids:
+            yield doc_id, key
+
+
+def apply_decision(element: tuple[str, dict], paragraphs: ParagraphDedupConfig) -> Iterable[dict]:
+    _, grouped = element
+    info = next(iter(grouped["info"]), {"minhash_cluster": None, "cluster_size": 1, "duplicate_of": None})
+    removed = set(grouped["strip"])
+    for row in grouped["doc"]:
+        row.update(info, units_removed=0, keep=info["duplicate_of"] is None, detail=None)
+        if removed and row["keep"]:
+            row["text"], row["units_removed"] = strip_units(row["text"], paragraphs.unit, removed, paragraphs.min_chars)
+            words = word_count(row["text"])
+            if words < paragraphs.min_words:
+                row.update(keep=False, status=DROPPED, reason=f"short_after_{paragraphs.unit}_dedup", detail=words)
         yield row
+
+
+def apply_pipeline(docs: beam.PCollection, labels: beam.PCollection, config: DedupConfig) -> beam.PCollection:
+    """Every document with its cluster decision, and repeated lines stripped from the survivors."""
+    info = (
+        labels
+        | "ByCentre" >> beam.Map(lambda edge: (edge[1], edge[0]))
+        | "Clusters" >> beam.GroupByKey()
+        | "ClusterInfo" >> beam.FlatMap(cluster_info, config.survivor)
+    )
+    by_id = docs | "ById" >> beam.Map(lambda row: (row["doc_id"], row))
+    strip = docs.pipeline | "NoStrip" >> beam.Create([])
+    paragraphs = config.paragraphs
+    if paragraphs.enabled:
+        units = docs | "UnitKeys" >> beam.Map(
+            lambda row: (row["doc_id"], unit_keys(row["text"], paragraphs.unit, paragraphs.min_chars))
+        )
+        strip = (
+            {"units": units, "info": info}
+            | "JoinUnits" >> beam.CoGroupByKey()
+            | "SurvivorUnits" >> beam.FlatMap(survivor_units)
+            | "GroupUnits" >> beam.GroupByKey()
+            | "FrequentUnits" >> beam.FlatMap(frequent_units, paragraphs.min_documents)
+        )
+    return (
+        {"doc": by_id, "info": info, "strip": strip}
+        | "Join" >> beam.CoGroupByKey()
+        | "Apply" >> beam.FlatMap(apply_decision, paragraphs)
+    )
+
+
+def dedup_counts(paths: StagePaths, config: DedupConfig, rounds: int, edges: int) -> dict:
+    """Decision counts plus what the marker must record: LSH parameters, component rounds, lines removed."""
+    bands, rows = lsh_params(config)
+    files = [str(path) for path in paths.parts()]
+    ((units,),) = duckdb.sql(
+        "SELECT coalesce(sum(units_removed), 0) FROM read_parquet($files)", params={"files": files}
+    ).fetchall()
+    return decision_counts(paths) | {
+        "minhash": {
+            "scheme": SCHEME, "num_perm": config.num_perm, "bands": bands, "rows": rows, "threshold": config.threshold,
+            "verify_threshold": config.verify_threshold if config.verify else None, "ngram": config.ngram,
+            "cjk_ngram": config.cjk_ngram,
+        },
+        "components": {"edges": edges, "rounds": rounds},
+        "units_removed": int(units),
+    }
+
+
+def count_edges(directory: Path) -> int:
+    return sum(pq.read_metadata(path).num_rows for path in directory.glob("part-*.parquet"))
 
 
 def run(config: BuildConfig, build_dir: Path) -> StageResult:
     paths, previous = StagePaths(build_dir, STAGE), StagePaths(build_dir, "heuristics")
     schema = stage_schema(pq.read_schema(previous.parts()[0]), FIELDS)
     dedup, total = config.dedup, config.num_partitions
+    work = paths.stage_dir / "_work"
 
-    def build(pipeline: beam.Pipeline) -> None:
+    def write_stage(docs: beam.PCollection, labels: beam.PCollection) -> None:
+        apply_pipeline(docs, labels, dedup) | "Write" >> WriteStage(paths, schema, total, DUPLICATE)
+
+    def first(pipeline: beam.Pipeline) -> None:
+        """Graph, rounds and the stage output at once: right whenever the rounds left only stars (the usual case)."""
         docs = read_kept(pipeline, previous)
-        keys = (
-            docs
-            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=256)
-            | "Keys" >> beam.ParDo(DedupKeys(dedup))
-        )
-        exact = (
-            keys
-            | "ByExactKey" >> beam.Map(lambda key: (key["exact"], key))
-            | "GroupExact" >> beam.GroupByKey()
-            | "SplitExact" >> beam.FlatMap(split_exact_group, dedup).with_outputs("info", main="survivors")
-        )
-        near = (
-            exact.survivors
-            | "BandKeys" >> beam.FlatMap(lambda key: [(b, (key["doc_id"], key["length"])) for b in key["bands"]])
-            | "GroupBands" >> beam.GroupByKey()
-            | "Edges" >> beam.FlatMap(bucket_edges)
-            | "Components" >> beam.CombineGlobally(ConnectedComponents())
-            | "EachComponent" >> beam.FlatMap(lambda components: components)
-            | "NearInfo" >> beam.FlatMap(near_duplicate_info, dedup)
-        )
-        info = (exact.info, near) | "AllInfo" >> beam.Flatten()
-        (
-            {"doc": docs | "ById" >> beam.Map(lambda row: (row["doc_id"], row)), "info": info}
-            | "Join" >> beam.CoGroupByKey()
-            | "Apply" >> beam.FlatMap(apply_info)
-            | "Write" >> WriteStage(paths, schema, total, DUPLICATE)
-        )
+        labels = graph_edges(docs, dedup) | "Rounds" >> StarRounds(ROUNDS_PER_PIPELINE)
+        labels | "Save" >> WriteEdges(work / "edges-0", total)
+        write_stage(docs, labels)
+
+    def more(step: int):
+        def build(pipeline: beam.Pipeline) -> None:
+            edges = read_edges(pipeline, work / f"edges-{step}", "Read") | "Rounds" >> StarRounds(ROUNDS_PER_PIPELINE)
+            edges | "Save" >> WriteEdges(work / f"edges-{step + 1}", total)
+
+        return build
+
+    def rewrite(step: int):
+        def build(pipeline: beam.Pipeline) -> None:
+            write_stage(read_kept(pipeline, previous), read_edges(pipeline, work / f"edges-{step}", "Labels"))
+
+        return build
 
     def body() -> dict:
-        run_beam(config, build)
+        run_beam(config, first)
+        step = 0
+        while violations(work / f"edges-{step}"):
+            if (step + 2) * ROUNDS_PER_PIPELINE > dedup.max_rounds:
+                raise RuntimeError(f"dedup: clusters are not stars after {dedup.max_rounds} rounds (dedup.max_rounds)")
+            run_beam(config, more(step))
+            step += 1
+        if step:
+            run_beam(config, rewrite(step))  # same partitions, same file names: replaces the first pipeline's output
         fill_empty_partitions(paths, schema, total)
-        return decision_counts(paths)
+        counts = dedup_counts(paths, dedup, (step + 1) * ROUNDS_PER_PIPELINE, count_edges(work / f"edges-{step}"))
+        shutil.rmtree(work)
+        return counts
 
     return run_stage(config, paths, previous, None, body)

@@ -1,4 +1,7 @@
-"""Heuristic-rules stage: every rule's measured value is stored; the first failing rule names the drop."""
+"""Heuristic-rules stage: every rule's measured value is stored; the first failing rule names the drop.
+
+With ``heuristics.c4_remove_lines`` a kept document's text becomes C4's cleaned text for every later stage.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ class ApplyRules(AnnotateBatch):
             verdict = self.rules.evaluate(row["text"], row["lang"])
             row.update(signals=sorted(verdict.signals.items()), keep=verdict.keep, reason=verdict.reason,
                        detail=verdict.value)
+            if verdict.text is not None:
+                row["text"] = verdict.text
         return rows
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -54,6 +56,23 @@ class ReadInputFile(beam.DoFn):
         row["text"] = self.redactor.redact(row["text"]).text
 
 
+def unique_ids(rows: list[dict]) -> list[dict]:
+    """Rows sorted by (doc_id, input position): a record id seen before (in another file, or earlier in the same
+    one) gets a suffix hashed from where the record is, and meta.original_id. Every document stays in, under an id
+    no other row has; dedup then judges its content like any other."""
+    previous = None
+    for row in rows:
+        if row["doc_id"] == previous:
+            where = f"{row['source']}\x00{row['input_file']}\x00{row['location']}".encode()
+            meta = json.loads(row["meta"]) if row["meta"] else {}
+            meta["original_id"] = previous
+            row["meta"] = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
+            row["doc_id"] = f"{previous}~{hashlib.sha256(where).hexdigest()[:12]}"
+        else:
+            previous = row["doc_id"]
+    return rows
+
+
 def run(config: BuildConfig, build_dir: Path) -> StageResult:
     files = resolve_inputs(config)
     paths = StagePaths(build_dir, STAGE)
@@ -65,7 +84,7 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
                 pipeline
                 | "Files" >> beam.Create(files)
                 | "Read" >> beam.ParDo(ReadInputFile(config))
-                | "Write" >> WriteStage(paths, schema, config.num_partitions, INVALID)
+                | "Write" >> WriteStage(paths, schema, config.num_partitions, INVALID, prepare=unique_ids)
             )
 
         run_beam(config, build)

@@ -39,4 +39,7 @@ class IdentifyLanguage(AnnotateBatch):
 
 
 def run(config: BuildConfig, build_dir: Path) -> StageResult:
-    return run_document_stage(config, build_dir, STAGE, "ingest", FIELDS, lambda: IdentifyLanguage(config.langid))
+    langid = config.langid
+    if langid.model:  # relative to the config file, like every path in it
+        langid = langid.model_copy(update={"model": config.resolve_path(langid.model)})
+    return run_document_stage(config, build_dir, STAGE, "ingest", FIELDS, lambda: IdentifyLanguage(langid))

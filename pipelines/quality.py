@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.transforms.stats import ApproximateQuantiles
 
 from factory.config import BuildConfig, QualityConfig, ScorerSpec
 from factory.demo import quality_training_examples
@@ -23,9 +23,10 @@ from pipelines.common import (
     StagePaths,
     StageResult,
     WriteStage,
+    collect,
     decision_counts,
     fill_empty_partitions,
-    read_kept,
+    read_kept_batches,
     run_beam,
     run_stage,
     write_parquet_atomic,
@@ -39,7 +40,7 @@ FIELDS = [
 ]
 CUTS_FILE = "buckets.parquet"
 CUTS_SCHEMA = pa.schema([("lang", pa.string()), ("low_cut", pa.float64()), ("high_cut", pa.float64())])
-QUANTILES = 101  # percentiles
+BINS = 1 << 16  # score histogram resolution: cut points are multiples of 1/65536
 
 
 def base_language(lang: str | None) -> str:
@@ -59,6 +60,8 @@ def scorer_specs(config: BuildConfig, build_dir: Path) -> list[ScorerSpec]:
     quality = config.quality
     specs = [ScorerSpec(model=quality.model, kind="fasttext")] if quality.model else []
     specs += quality.scorers
+    # Relative to the config file, like every path in it; the label stays the file stem either way.
+    specs = [spec.model_copy(update={"model": config.resolve_path(spec.model)}) for spec in specs]
     return specs or [ScorerSpec(model=str(default_model(build_dir, config.seed)), kind="fasttext")]
 
 
@@ -90,6 +93,7 @@ class ScoreQuality(AnnotateBatch):
         for i, row in enumerate(rows):
             each = [column[i] for column in columns]
             score = sum(w * value for w, value in zip(weights, each, strict=True)) / total
+            score = float(np.float32(score))  # as stored: the cut points and buckets see the same value
             keep = score >= self.config.min_score
             row.update(quality_score=score, keep=keep, reason=None if keep else "quality_below_min_score",
                        detail=None if keep else score,
@@ -97,11 +101,45 @@ class ScoreQuality(AnnotateBatch):
         return rows
 
 
-def cut_points(quantiles: list[float], config: QualityConfig) -> tuple[float, float]:
-    step = len(quantiles) - 1
-    low = quantiles[round(config.bottom_fraction * step)]
-    high = quantiles[round((1 - config.top_fraction) * step)]
-    return low, high
+class ScoreHistogram(beam.CombineFn):
+    """Counts of scores per 1/BINS-wide bin of [0, 1]. Adding counts is exact, so the cut points do not depend on
+    how a runner splits and merges the work (ApproximateQuantiles' buffers do, once a language has a few thousand
+    documents), and the memory per language is bounded by BINS."""
+
+    def create_accumulator(self) -> dict[int, int]:
+        return {}
+
+    def add_input(self, counts: dict[int, int], score: float) -> dict[int, int]:
+        key = min(max(int(score * BINS), 0), BINS - 1)
+        counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def merge_accumulators(self, accumulators: Iterable[dict[int, int]]) -> dict[int, int]:
+        merged: dict[int, int] = {}
+        for counts in accumulators:
+            for key, count in counts.items():
+                merged[key] = merged.get(key, 0) + count
+        return merged
+
+    def extract_output(self, counts: dict[int, int]) -> list[tuple[int, int]]:
+        return sorted(counts.items())
+
+
+def cut_points(histogram: list[tuple[int, int]], config: QualityConfig) -> tuple[float, float]:
+    """(low_cut, high_cut): the lower edges of the bins holding the documents at the bottom_fraction and
+    1 - top_fraction ranks, so about those shares score below the low cut and at or above the high cut."""
+    total = sum(count for _, count in histogram)
+
+    def at(fraction: float) -> float:
+        rank, seen = min(int(fraction * total), total - 1), 0
+        for key, count in histogram:
+            seen += count
+            if seen > rank:
+                return key / BINS
+        return 1.0
+
+    low = at(config.bottom_fraction)
+    return low, max(low, at(1 - config.top_fraction))
 
 
 def assign_bucket(row: dict, cuts: dict[str, tuple[float, float]]) -> dict:
@@ -120,37 +158,58 @@ class WriteCuts(beam.DoFn):
         return []
 
 
+def read_cuts(path: Path) -> dict[str, tuple[float, float]]:
+    return {row["lang"]: (row["low_cut"], row["high_cut"]) for row in pq.read_table(path).to_pylist()}
+
+
+class BucketPart(beam.DoFn):
+    """Fills the bucket column of one written part from the cut points, and replaces the part atomically.
+
+    A second pipeline with the cuts as a constructor argument, not a side input: the DaskRunner computes a side
+    input inside each task of its consumer, and with more than one partition that loses or mixes its data."""
+
+    def __init__(self, cuts: dict[str, tuple[float, float]]) -> None:
+        self.cuts = cuts
+
+    def process(self, path: str) -> Iterable[None]:
+        table = pq.read_table(path)
+        rows = table.select(["lang", "quality_score"]).to_pylist()
+        buckets = pa.array([assign_bucket(row, self.cuts)["bucket"] for row in rows], pa.string())
+        write_parquet_atomic(table.set_column(table.schema.get_field_index("bucket"), "bucket", buckets), Path(path))
+        return []
+
+
 def run(config: BuildConfig, build_dir: Path) -> StageResult:
     paths, previous = StagePaths(build_dir, STAGE), StagePaths(build_dir, "dedup")
     specs = scorer_specs(config, build_dir)
     schema = stage_schema(pq.read_schema(previous.parts()[0]), FIELDS)
     total, quality = config.num_partitions, config.quality
 
-    def body() -> dict:
-        def build(pipeline: beam.Pipeline) -> None:
-            scored = (
-                read_kept(pipeline, previous)
-                | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=256)
-                | "Score" >> beam.ParDo(ScoreQuality(specs, quality))
-            )
-            cuts = (
-                scored
-                | "ByLanguage" >> beam.Map(lambda row: (base_language(row["lang"]), row["quality_score"]))
-                | "Quantiles" >> ApproximateQuantiles.PerKey(QUANTILES)
-                | "CutPoints" >> beam.MapTuple(lambda lang, qs: (lang, cut_points(qs, quality)))
-            )
-            _ = cuts | "AllCuts" >> beam.combiners.ToList() | "WriteCuts" >> beam.ParDo(
-                WriteCuts(paths.stage_dir / CUTS_FILE)
-            )
-            (
-                scored
-                | "Bucket" >> beam.Map(assign_bucket, cuts=beam.pvalue.AsDict(cuts))
-                | "Write" >> WriteStage(paths, schema, total, DROPPED)
-            )
+    cuts_path = paths.stage_dir / CUTS_FILE
 
-        run_beam(config, build)
+    def score(pipeline: beam.Pipeline) -> None:
+        """Scores every document and writes it (bucket still empty), and the per-language cut points."""
+        scored = read_kept_batches(pipeline, previous, 256) | "Score" >> beam.ParDo(ScoreQuality(specs, quality))
+        (
+            scored
+            | "ByLanguage" >> beam.Map(lambda row: (base_language(row["lang"]), row["quality_score"]))
+            | "Histogram" >> beam.CombinePerKey(ScoreHistogram())
+            | "CutPoints" >> beam.MapTuple(lambda lang, histogram: (lang, cut_points(histogram, quality)))
+            | "AllCuts" >> collect()
+            | "WriteCuts" >> beam.ParDo(WriteCuts(cuts_path))
+        )
+        scored | "Write" >> WriteStage(paths, schema, total, DROPPED)
+
+    def bucket(pipeline: beam.Pipeline) -> None:
+        parts = [str(path) for path in paths.parts()]
+        pipeline | "Parts" >> beam.Create(parts) | "Bucket" >> beam.ParDo(BucketPart(read_cuts(cuts_path)))
+
+    def body() -> dict:
+        run_beam(config, score)
+        if not cuts_path.exists():  # no document to cut
+            write_parquet_atomic(CUTS_SCHEMA.empty_table(), cuts_path)
         fill_empty_partitions(paths, schema, total)
+        run_beam(config, bucket)
         return decision_counts(paths)
 
-    extra = [paths.stage_dir / CUTS_FILE]
-    return run_stage(config, paths, previous, models_digest(specs), body, lambda: [p for p in extra if p.exists()])
+    return run_stage(config, paths, previous, models_digest(specs), body, lambda: [cuts_path])

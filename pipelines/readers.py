@@ -17,7 +17,7 @@ import zstandard
 from fastwarc.stream_io import BrotliReader, ChunkedReader, GzipReader, ZstdReader
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
-from factory.config import BuildConfig, ConfigError, IngestConfig, InputSpec
+from factory.config import BuildConfig, ConfigError, IngestConfig, InputSpec, check_named_files
 from factory.records import stable_doc_id
 from filters.html import extract_html
 
@@ -54,15 +54,21 @@ def detect_format(path: str) -> tuple[str | None, str | None]:
 
 
 def resolve_inputs(config: BuildConfig) -> list[tuple[str, int]]:
-    """Every input file with the index of its spec; a spec that matches nothing is a config error."""
-    files = []
+    """Every input file with the index of its spec. Config errors, raised before any work: a spec that matches
+    nothing, a file two specs match (its records would be read twice), a model or list file that is missing."""
+    files: list[tuple[str, int]] = []
+    owner: dict[str, int] = {}
     for index, spec in enumerate(config.inputs):
         pattern = spec.path if "://" in spec.path else str(Path(config.base_dir) / spec.path)
         fs = fsspec.core.url_to_fs(pattern)[0]
         matches = sorted(fs.unstrip_protocol(p) if "://" in pattern else p for p in fs.glob(pattern))
         if not matches:
             raise ConfigError(f"inputs[{index}].path: no file matches {spec.path!r} (base dir {config.base_dir})")
-        files += [(match, index) for match in matches]
+        for match in matches:
+            if (first := owner.setdefault(match, index)) != index:
+                raise ConfigError(f"inputs[{index}].path: {match} is already matched by inputs[{first}].path")
+            files.append((match, index))
+    check_named_files(config)
     return files
 
 
@@ -85,7 +91,10 @@ def inputs_digest(files: list[tuple[str, int]]) -> str:
 
 
 def clean_text(text: str) -> str:
-    """Lone surrogates (from JSON escapes) become U+FFFD so the text can be stored as UTF-8."""
+    """Lone surrogates (from JSON escapes) become U+FFFD so the text can be stored as UTF-8; NUL characters go
+    (never meant as text, and C-string tools downstream would cut the document at them)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
     try:
         text.encode("utf-8")
         return text
@@ -156,10 +165,15 @@ class RecordReader:
 
     def _jsonl_rows(self, compression: str | None) -> Iterator[dict]:
         line_no = 0
+        limit = self.ingest.max_record_bytes
         try:
             with fsspec.open(self.path, "rb") as raw:
-                for line_no, line in enumerate(_decompressed(raw, compression), start=1):
-                    yield from self._jsonl_line(line, line_no)
+                for line_no, line in enumerate(_bounded_lines(_decompressed(raw, compression), limit), start=1):
+                    if isinstance(line, int):
+                        yield self.invalid(f"line {line_no}", f"line of {line:,} bytes exceeds ingest.max_record_bytes "
+                                           f"({limit:,}); not read")
+                    else:
+                        yield from self._jsonl_line(line, line_no)
         except (EOFError, OSError, zlib.error, zstandard.ZstdError) as err:
             yield self.invalid(f"line {line_no + 1}", f"unreadable after line {line_no}: {err}")
 
@@ -206,6 +220,9 @@ class RecordReader:
                 for record in ArchiveIterator(raw, parse_http=False, quirks_mode=True):
                     last_offset = record.stream_pos
                     if record.record_type != wanted:
+                        continue
+                    if record.content_length > self.ingest.max_record_bytes:  # skipped unread, in bounded memory
+                        yield self._oversized(record)
                         continue
                     row = self._warc_row(record) if fmt == "warc" else self._wet_row(record)
                     if row is not None:
@@ -262,6 +279,12 @@ class RecordReader:
         text = clean_text(payload.decode("utf-8", errors="replace"))
         return self._kept_row(doc_id, location, text, {k: v for k, v in meta.items() if v is not None})
 
+    def _oversized(self, record: WarcRecord) -> dict:
+        location = f"offset {record.stream_pos}"
+        error = (f"record of {record.content_length:,} bytes exceeds ingest.max_record_bytes "
+                 f"({self.ingest.max_record_bytes:,}); not read")
+        return self._row(self._web_id(record, location), location, "", _where(record), error)
+
     def _web_id(self, record: WarcRecord, location: str) -> str:
         """The WARC-Record-ID (its URI, without the angle brackets), else a hash of where the record is."""
         record_id = (record.record_id or "").strip().strip("<>")
@@ -313,15 +336,109 @@ def _nonempty(path: str) -> bool:
         return bool(handle.read(1))
 
 
-def _decompressed(raw: io.IOBase, compression: str | None) -> Iterator[bytes]:
-    """Lines split on b"\\n" only: web text holds U+2028 and friends that str.splitlines would break on."""
+def _decompressed(raw: io.IOBase, compression: str | None) -> io.BufferedIOBase:
+    """A buffered byte stream whose readline takes a size limit (fsspec's own file objects ignore one)."""
     if compression == "gzip":
-        stream = gzip.GzipFile(fileobj=raw)
-    elif compression == "zstd":
-        stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
-    else:
-        stream = raw
-    yield from stream
+        return gzip.GzipFile(fileobj=raw)  # every member of a multi-member file, in order
+    if compression == "zstd":
+        return io.BufferedReader(_CheckedZstd(raw))
+    return io.BufferedReader(raw, buffer_size=1 << 20)
+
+
+class ZstdFrames:
+    """Follows zstd frame and block headers (RFC 8878) through the compressed bytes, without decompressing, to tell
+    whether the input ended on a frame boundary: zstandard's stream_reader stops silently inside a truncated frame."""
+
+    ZSTD, SKIPPABLE = 0xFD2FB528, range(0x184D2A50, 0x184D2A60)
+
+    def __init__(self) -> None:
+        self.head, self.need, self.skip, self.state, self.checksum = bytearray(), 4, 0, "magic", False
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "magic" and not self.head and not self.skip
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self.skip:
+                step = min(self.skip, len(view))
+                self.skip, view = self.skip - step, view[step:]
+                continue
+            take = self.need - len(self.head)
+            self.head += view[:take]
+            view = view[take:]
+            if len(self.head) == self.need:
+                header, self.head = bytes(self.head), bytearray()
+                self._advance(int.from_bytes(header, "little"))
+
+    def _advance(self, value: int) -> None:
+        state = self.state
+        if state == "magic" and value == self.ZSTD:
+            self.state, self.need = "descriptor", 1
+        elif state == "magic" and value in self.SKIPPABLE:
+            self.state, self.need = "skippable", 4
+        elif state == "magic":
+            raise zstandard.ZstdError("not a zstd frame")
+        elif state == "skippable":
+            self.state, self.need, self.skip = "magic", 4, value
+        elif state == "descriptor":
+            single = value >> 5 & 1
+            self.checksum = bool(value >> 2 & 1)
+            window = 0 if single else 1
+            dictionary = (0, 1, 2, 4)[value & 3]
+            content_size = (single, 2, 4, 8)[value >> 6]
+            self.state, self.need, self.skip = "block", 3, window + dictionary + content_size
+        elif state == "block":
+            last, kind, size = value & 1, value >> 1 & 3, value >> 3
+            self.skip = 1 if kind == 1 else size  # an RLE block stores one byte
+            if last:
+                self.state, self.need = ("checksum", 4) if self.checksum else ("magic", 4)
+        else:  # checksum read
+            self.state, self.need = "magic", 4
+
+
+class _FrameTee:
+    """The compressed source, shown to ZstdFrames on its way to the decompressor."""
+
+    def __init__(self, raw: io.IOBase, frames: ZstdFrames) -> None:
+        self.raw, self.frames = raw, frames
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.frames.feed(data)
+        return data
+
+
+class _CheckedZstd(io.RawIOBase):
+    """zstd frames one after another (stream_reader: bounded memory), raising at the end of a truncated one."""
+
+    def __init__(self, raw: io.IOBase) -> None:
+        self.frames = ZstdFrames()
+        self.reader = zstandard.ZstdDecompressor().stream_reader(_FrameTee(raw, self.frames), read_across_frames=True)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:
+        data = self.reader.read(len(buffer))
+        if not data and not self.frames.complete:
+            raise zstandard.ZstdError("truncated zstd frame: the file ends inside it")
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _bounded_lines(stream: io.BufferedIOBase, limit: int) -> Iterator[bytes | int]:
+    """Lines split on b"\\n" only (web text holds U+2028 and friends that str.splitlines would break on). A line
+    longer than ``limit`` bytes is read past in 1 MiB steps, never held whole: its length is yielded instead."""
+    while line := stream.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n") and len(line) == limit + 1:
+            yield line
+            continue
+        size = len(line)
+        while not line.endswith(b"\n") and (line := stream.readline(1 << 20)):
+            size += len(line)
+        yield size - line.endswith(b"\n")
 
 
 def _as_optional_str(value: object) -> str | None:

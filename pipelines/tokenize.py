@@ -17,15 +17,16 @@ import sentencepiece as spm
 from factory.config import BuildConfig
 from factory.markers import marker_digest
 from factory.records import KEPT
-from factory.shards import ShardRows, shard_schema, token_dtype, write_index, write_shard
+from factory.shards import INDEX_NAME, ShardRows, shard_schema, token_dtype, write_index, write_shard
 from pipelines.common import (
     StagePaths,
     StageResult,
     WriteStage,
+    collect,
     decision_counts,
     fill_empty_partitions,
     partition_of,
-    read_kept,
+    read_kept_batches,
     run_beam,
     run_stage,
 )
@@ -90,8 +91,13 @@ def pack(documents: list[np.ndarray], width: int, bos: int, eos: int, pad: int) 
     return ShardRows(tokens=tokens.reshape(n_rows, width), doc_starts=doc_starts, valid_len=valid)
 
 
+INDEX, DOCS = "index", "docs"
+
+
 class PackStream(beam.DoFn):
-    """Packs one stream (documents in id order) into shards of `rows_per_shard` rows; emits index entries."""
+    """Packs one stream (documents in id order) into shards of `rows_per_shard` rows; emits (INDEX, shard entry)
+    and (DOCS, document row) pairs. One output split by a Map, not tagged outputs: the DaskRunner hands every tagged
+    output of a DoFn to each consumer."""
 
     def __init__(self, build_dir: Path, config: BuildConfig, tokenizer: TokenizerInfo) -> None:
         self.build_dir, self.tokenize, self.tokenizer = build_dir, config.tokenize, tokenizer
@@ -115,15 +121,15 @@ class PackStream(beam.DoFn):
             rel = f"shards/{source}/{lang}/{bucket}/part{part:03d}-{shard_no:05d}.arrow"
             digest = write_shard(self.build_dir / rel, block, schema)
             members = [doc for doc, row in zip(docs, doc_rows, strict=True) if first <= row < last]
-            yield {"path": rel, "sha256": digest, "rows": last - first, "tokens": int(block.valid_len.sum()),
-                   "documents": len(members), "source": source, "lang": lang, "bucket": bucket,
-                   "seq_len": self.tokenize.seq_len, "bytes": (self.build_dir / rel).stat().st_size}
+            yield INDEX, {"path": rel, "sha256": digest, "rows": last - first, "tokens": int(block.valid_len.sum()),
+                          "documents": len(members), "source": source, "lang": lang, "bucket": bucket,
+                          "seq_len": self.tokenize.seq_len, "bytes": (self.build_dir / rel).stat().st_size}
             for doc in members:
-                yield beam.pvalue.TaggedOutput("docs", {
+                yield DOCS, {
                     "doc_id": doc["doc_id"], "source": source, "input_file": doc["input_file"],
                     "location": doc["location"], "lang": doc["lang"], "bucket": bucket,
                     "n_tokens": len(doc["ids"]) + 2, "shard": rel, "keep": True, "reason": None,
-                })
+                }
 
 
 class WriteIndex(beam.DoFn):
@@ -143,19 +149,22 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
     def build(pipeline: beam.Pipeline) -> None:
         tokenizer = load_info(build_dir)
         packed = (
-            read_kept(pipeline, previous)
-            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=256)
+            read_kept_batches(pipeline, previous, 256)
             | "Encode" >> beam.ParDo(Encode(str(build_dir / tokenizer.path), config.tokenize.partitions_per_stream))
             | "GroupStream" >> beam.GroupByKey()
-            | "Pack" >> beam.ParDo(PackStream(build_dir, config, tokenizer)).with_outputs("docs", main="index")
+            | "Pack" >> beam.ParDo(PackStream(build_dir, config, tokenizer))
         )
-        _ = packed.index | "AllEntries" >> beam.combiners.ToList() | "WriteIndex" >> beam.ParDo(WriteIndex(build_dir))
-        _ = packed.docs | "Write" >> WriteStage(paths, SCHEMA, config.num_partitions, KEPT)
+        entries = packed | "IndexEntries" >> beam.FlatMap(lambda item: [item[1]] if item[0] == INDEX else [])
+        docs = packed | "DocRows" >> beam.FlatMap(lambda item: [item[1]] if item[0] == DOCS else [])
+        _ = entries | "AllEntries" >> collect() | "WriteIndex" >> beam.ParDo(WriteIndex(build_dir))
+        _ = docs | "Write" >> WriteStage(paths, SCHEMA, config.num_partitions, KEPT)
 
     def body() -> dict:
         if shards_dir.exists():
             shutil.rmtree(shards_dir)
         run_beam(config, build)
+        if not (shards_dir / INDEX_NAME).exists():  # no document to pack
+            write_index(build_dir, [])
         fill_empty_partitions(paths, SCHEMA, config.num_partitions)
         return decision_counts(paths)
 

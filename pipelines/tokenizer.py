@@ -196,7 +196,7 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
         out_dir.mkdir(parents=True)
         if not settings.model:
             return train_from_build(build_dir, settings, config.seed)
-        shutil.copyfile(settings.model, out_dir / MODEL_NAME)
+        shutil.copyfile(config.resolve_path(settings.model), out_dir / MODEL_NAME)
         return {"trained": False, "vocab_size": describe(build_dir).vocab_size}
 
     return run_stage(config, paths, upstream, None, body, lambda: sorted(out_dir.glob("tokenizer.*")))
