@@ -65,6 +65,13 @@ def fail(message: str) -> None:
 
 def run_build(config_path: Path, out: Path) -> None:
     quiet_libraries()
+    from factory.config import load_config
+    from pipelines.readers import resolve_inputs
+
+    try:  # unknown keys, wrong types, missing inputs or model files: fail before Prefect or any stage starts
+        resolve_inputs(load_config(config_path))
+    except ConfigError as err:
+        fail(str(err))
     from flows.build import build_corpus
     from flows.lock import DirLocked
 
@@ -209,6 +216,41 @@ def serve(
                   server=server, port=port)
     except ServerError as err:
         fail(str(err))
+
+
+@app.command()
+def sandbox(build: Path = typer.Option(Path("build"), "--build", help="build directory"),
+            policy: Path | None = typer.Option(None, "--policy", help="policy YAML with a `sandbox:` section"),
+            runs: int | None = typer.Option(None, "--runs", help="proxy runs; default: the policy's sandbox.runs"),
+            workers: int = typer.Option(1, "--workers", help="proxy runs at once, one process each"),
+            device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+            compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the proxies (GPU)"),
+            prefect: bool = typer.Option(True, "--prefect/--no-prefect",
+                                         help="run as the model-sandbox Prefect flow, one task per proxy run")
+            ) -> None:
+    """Train tiny proxies on sampled mixtures, fit mixture -> held-out loss, propose DIR/sandbox/policy.yaml."""
+    quiet_libraries()
+    from rich.markdown import Markdown
+
+    from factory.manifest import ManifestError
+    from flows.lock import DirLocked
+    from flows.sandbox import report_markdown, run_sandbox, sandbox_flow
+    from mixtures.methods import InfeasiblePlan
+    from mixtures.policy import load_policy
+    from mixtures.sandbox import SandboxError
+
+    try:
+        loaded = load_policy(policy)  # a bad policy fails here, before any proxy trains
+        if prefect:
+            report = sandbox_flow(workers)(str(build), None if policy is None else str(policy), runs, device=device,
+                                           compile=compile, workers=workers)
+        else:
+            report = run_sandbox(build, loaded, runs, device=device, compile=compile, workers=workers)
+    except (ConfigError, InfeasiblePlan, SandboxError, ManifestError, DirLocked) as err:
+        fail(str(err))
+    console.print(Markdown(report_markdown(report)))
+    console.print(f"report: {build / 'sandbox' / 'report.json'}")
+    console.print(f"next: factory plan --build {build} --policy {report['proposal']['policy_file']}", soft_wrap=True)
 
 
 tokenizer_app = typer.Typer(help="Train and inspect the build's sentencepiece tokenizer.", no_args_is_help=True)

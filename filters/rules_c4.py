@@ -1,8 +1,5 @@
-"""C4's line filter and page rules (Raffel et al. 2020, section 2.2; tensorflow_datasets text/c4_utils.py).
-
-C4 rewrites a page: ``measure`` keeps the surviving lines on the Document, and the caller decides whether the
-cleaned text replaces the original. Sentences are counted on the surviving lines only.
-"""
+"""C4's line filter and page rules (Raffel et al. 2020, section 2.2; tensorflow_datasets text/c4_utils.py); the
+surviving lines stay on the Document, and the caller decides whether they replace the text."""
 
 from __future__ import annotations
 

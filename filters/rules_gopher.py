@@ -6,6 +6,7 @@ import numpy as np
 
 from filters.rules_base import Document, Rule, duplicates, ratio
 
+# Gopher's "bullet point": datatrove checks "•" and "-"; the other common bullet glyphs count too.
 BULLETS = ("•", "-", "‣", "◦", "●", "○", "▪", "■", "►", "▶")
 ELLIPSES = ("...", "…")
 TOP_NGRAMS = (2, 3, 4)

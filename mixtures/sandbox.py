@@ -201,7 +201,7 @@ def objective_weights(rules: SandboxRules) -> dict[str, float]:
     return {name: raw[name] / total for name in sorted(raw)}
 
 
-def regressor(kind: str, seed: int):
+def regressor(kind: str, seed: int) -> LinearRegression | GradientBoostingRegressor:
     """RegMix's two families: a linear model on the weights and a small gradient-boosted tree ensemble."""
     if kind == "linear":
         return LinearRegression()
@@ -224,7 +224,7 @@ class TargetFit:
     scores: dict[str, dict[str, float | None]]
     held_out: dict[str, list[float]]  # out-of-fold predictions per regressor, in run order
     winner: str
-    model: object
+    model: LinearRegression | GradientBoostingRegressor
 
 
 def fit_target(weights: np.ndarray, losses: np.ndarray, seed: int, folds: int = 5) -> TargetFit:

@@ -184,7 +184,6 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
     specs = scorer_specs(config, build_dir)
     schema = stage_schema(pq.read_schema(previous.parts()[0]), FIELDS)
     total, quality = config.num_partitions, config.quality
-
     cuts_path = paths.stage_dir / CUTS_FILE
 
     def score(pipeline: beam.Pipeline) -> None:

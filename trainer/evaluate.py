@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def load_model(checkpoint: str | Path, device: torch.device) -> Transformer:
     return net.eval()
 
 
-def source_batches(source: Source, pad_id: int, batch_size: int, max_rows: int):
+def source_batches(source: Source, pad_id: int, batch_size: int,
+                   max_rows: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(inputs, targets, doc_ids) over the source's first max_rows rows, shard by shard, the way the
     training loader builds them (targets past a row's valid length and at padding are ignored)."""
     rows = [(shard, row) for shard in range(len(source.shards)) for row in range(source.shards[shard].rows)]

@@ -82,6 +82,7 @@ def test_target_sets_must_exist_and_be_declared(build):
         ("sandbox: {targets: {x: {lang: en}}, objective: {x: 0}}", "objective weights must be positive"),
         ("sandbox: {samples: 100, top_k: 200}", "top_k 200 is more than samples 100"),
         ("sandbox: {runs: 2}", "sandbox.runs: Input should be greater than or equal to 4"),
+        ("sandbox: {targets: {objective: {lang: en}}}", "call the target set otherwise"),
     ],
 )
 def test_bad_sandbox_sections_say_what_to_change(tmp_path, text, message):
