@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import time
 from collections import Counter
 from pathlib import Path
+
+from timing import best_of  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 from factory.config import LangidConfig
 from filters.ftmodel import load_fasttext_model
@@ -69,15 +70,6 @@ def evaluate_quality(identifier: LanguageIdentifier, rows: list[dict]) -> None:
           f"({right / max(len(scripted), 1):.3f})")
 
 
-def time_it(run, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def evaluate_speed(identifier: LanguageIdentifier, docs: list[str]) -> None:
     model = identifier.model
     megabytes = sum(len(doc.encode("utf-8")) for doc in docs) / 1e6
@@ -90,7 +82,7 @@ def evaluate_speed(identifier: LanguageIdentifier, docs: list[str]) -> None:
         for start in range(0, len(docs), BATCH):
             identifier.predict(docs[start : start + BATCH])
 
-    bare_s, ours_s = time_it(bare), time_it(ours)
+    bare_s, ours_s = best_of(bare), best_of(ours)
     for name, seconds in (("bare fastText, whole documents", bare_s), ("datafactory langid", ours_s)):
         print(f"{name:<32}{len(docs) / seconds:>10,.0f} docs/s{megabytes / seconds:>8.1f} MB/s")
     print(f"ratio ours / bare: {bare_s / ours_s:.2f}x docs/s")

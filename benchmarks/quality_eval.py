@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import xxhash
+from timing import best_of  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 from filters.quality_train import fit, load_scorer, precision_at_top, roc_auc
 from filters.text import single_line
@@ -59,15 +59,6 @@ def report_quality(rows: list[dict], scores: dict[str, np.ndarray]) -> None:
               f"{roc_auc(values[dclm], positive[dclm]):>10.3f}{precision_at_top(values[dclm], positive[dclm]):>12.3f}")
     print(f"({len(rows)} documents, {positive.mean():.2f} hq; DCLM subset {dclm.sum()} documents, "
           f"{positive[dclm].mean():.2f} hq; chance AUC 0.5, chance P@10% = the hq share)")
-
-
-def best_of(run, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def report_speed(rows: list[dict]) -> None:

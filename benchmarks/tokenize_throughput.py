@@ -20,12 +20,12 @@ import gzip
 import json
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import sentencepiece as spm
+from timing import best_of  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 from factory.config import TokenizerConfig, parse_config
 from factory.markers import write_marker
@@ -72,15 +72,6 @@ print(json.dumps({"seconds": best, "tokens": tokens}))
 def read_texts(path: Path) -> list[str]:
     with gzip.open(path, "rt", encoding="utf-8") as lines:
         return [json.loads(line)["text"] for line in lines if line.strip()]
-
-
-def best_of(run, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def bare_encode(processor: spm.SentencePieceProcessor, texts: list[str]) -> int:
