@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import best_of  # benchmarks/ is on sys.path when a benchmark runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_PEER = ROOT / ".venv-bench-dedup" / "bin" / "python"
@@ -35,15 +37,6 @@ ROUNDS = 5  # best of: ours and the peers alternate; datatrove (minutes) runs in
 def read_texts(data: Path) -> list[str]:
     with gzip.open(data / "web_sample.jsonl.gz", "rt", encoding="utf-8") as lines:
         return [json.loads(line)["text"] for line in lines if line.strip()]
-
-
-def best_of(runs: int, work) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def whitespace_shingles(text: str) -> list[bytes]:
@@ -78,15 +71,15 @@ def peers_main(data: Path, with_datatrove: bool) -> None:
             sketch.update(shingles)
             sketch.digest()
 
-    timings = {"datatrove MinhashDedupSignature": best_of(1, datatrove)} if with_datatrove else {}
+    timings = {"datatrove MinhashDedupSignature": best_of(datatrove, 1)} if with_datatrove else {}
     timings |= {
         "datasketch MinHash.bulk + shingling": best_of(
-            1, lambda: MinHash.bulk([whitespace_shingles(text) for text in texts], num_perm=NUM_PERM)
+            lambda: MinHash.bulk([whitespace_shingles(text) for text in texts], num_perm=NUM_PERM), 1
         ),
         "rensa RMinHash + shingling": best_of(
-            1, lambda: rensa([[s.decode() for s in whitespace_shingles(text)] for text in texts])
+            lambda: rensa([[s.decode() for s in whitespace_shingles(text)] for text in texts]), 1
         ),
-        "rensa RMinHash, hashing alone": best_of(1, lambda: rensa(as_str)),
+        "rensa RMinHash, hashing alone": best_of(lambda: rensa(as_str), 1),
     }
     np.asarray(0)  # numpy is datasketch's; imported here so its import time is not in the first timing
     print(json.dumps(timings))
@@ -112,10 +105,10 @@ def ours(texts: list[str]) -> dict[str, float]:
         for start in range(0, len(texts), BATCH):
             hasher.shingler.hashes(texts[start : start + BATCH])
 
-    timings = {"ours, shingle hashing alone": best_of(1, shingle_only)}
+    timings = {"ours, shingle hashing alone": best_of(shingle_only, 1)}
     if dedup.numba is not None:
-        timings["ours, whole step (numba kernel)"] = best_of(1, lambda: run(True))
-    timings["ours, whole step (numpy kernel)"] = best_of(1, lambda: run(False))
+        timings["ours, whole step (numba kernel)"] = best_of(lambda: run(True), 1)
+    timings["ours, whole step (numpy kernel)"] = best_of(lambda: run(False), 1)
     return timings
 
 

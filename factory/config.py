@@ -398,8 +398,9 @@ def check_named_files(config: BuildConfig, origin: str = "config") -> None:
             raise ConfigError(f"invalid config {origin}:\n  {key}: file not found: {path}")
 
 
-def _describe(err: ValidationError, origin: str) -> str:
-    lines = [f"invalid config {origin}:"]
+def describe_validation_error(err: ValidationError, origin: str, what: str = "config") -> str:
+    """One line per bad key, e.g. "invalid config demo.yaml:\n  tokenize.seq_len: ...", for configs and policies."""
+    lines = [f"invalid {what} {origin}:"]
     for item in err.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         lines.append(f"  {key}: {item['msg']}")
@@ -414,7 +415,7 @@ def parse_config(data: object, origin: str = "<dict>", base_dir: str | None = No
     try:
         return BuildConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_describe(err, origin)) from None
+        raise ConfigError(describe_validation_error(err, origin)) from None
 
 
 def load_config(path: str | Path) -> BuildConfig:

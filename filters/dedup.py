@@ -14,7 +14,7 @@ import xxhash
 from datasketch import LeanMinHash, MinHash
 from datasketch.lsh import _optimal_param
 
-from factory.config import DedupConfig
+from factory.config import DedupConfig, ParagraphDedupConfig
 from filters.text import CJK_DOMINANT_RATIO, is_cjk, is_cjk_dominant, normalize_for_hash, single_line, words
 
 try:  # optional: a compiled kernel for the shingles x permutations step, same results as the numpy one
@@ -375,6 +375,13 @@ def strip_units(text: str, unit: str, removed: set[int], min_chars: int) -> tupl
     kept = [part for part in parts if unit_key(part, min_chars) not in removed]
     joined = ("\n" if unit == "line" else "\n\n").join(kept)
     return _EXCESS_BLANK_LINES.sub("\n\n", joined).strip(), len(parts) - len(kept)
+
+
+def strip_repeated_units(text: str, removed: set[int], config: ParagraphDedupConfig) -> tuple[str, int, int | None]:
+    """(text without the repeated units, how many went, its word count when it is now too short to keep)."""
+    stripped, count = strip_units(text, config.unit, removed, config.min_chars)
+    words_left = word_count(stripped)
+    return stripped, count, words_left if words_left < config.min_words else None
 
 
 def word_count(text: str) -> int:

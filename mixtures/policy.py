@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from factory.config import ConfigError
+from factory.config import ConfigError, describe_validation_error
 
 Method = Literal["natural", "temperature", "unimax"]
 Bucket = Literal["high", "mid", "low"]
@@ -135,14 +135,6 @@ class Policy(Strict):
         return self
 
 
-def describe(err: ValidationError, origin: str) -> str:
-    lines = [f"invalid policy {origin}:"]
-    for item in err.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {key}: {item['msg']}")
-    return "\n".join(lines)
-
-
 def load_policy(path: str | Path | None) -> Policy:
     """The default policy for None, else the YAML file's; unknown keys and bad values are ConfigErrors."""
     if path is None:
@@ -158,4 +150,4 @@ def load_policy(path: str | Path | None) -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(describe(err, str(path))) from None
+        raise ConfigError(describe_validation_error(err, str(path), "policy")) from None

@@ -25,9 +25,8 @@ from filters.dedup import (
     exact_key,
     jaccard,
     lsh_params,
-    strip_units,
+    strip_repeated_units,
     unit_keys,
-    word_count,
 )
 from pipelines.common import (
     StagePaths,
@@ -110,13 +109,16 @@ def exact_groups(element: tuple[str, Iterable[dict]]) -> Iterable:
             yield beam.pvalue.TaggedOutput("edges", (key["node"], anchor))
 
 
+def star(nodes: Iterable[str]) -> tuple[str, list[Edge]]:
+    """Edges from every node to the smallest: enough to connect a group, not all its pairs."""
+    nodes = list(nodes)
+    centre = min(nodes)
+    return centre, [(node, centre) for node in nodes if node != centre]
+
+
 def bucket_edges(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
-    """A star over each LSH bucket, centred on its smallest node: enough edges to connect it, not all pairs."""
-    _, nodes = element
-    anchor = min(nodes)
-    for node in nodes:
-        if node != anchor:
-            yield node, anchor
+    """A star over each LSH bucket, centred on its smallest node."""
+    return star(element[1])[1]
 
 
 def with_child_signature(element: tuple[str, dict]) -> Iterable[tuple[str, tuple[str, bytes]]]:
@@ -176,10 +178,8 @@ def large_star(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
 def small_star(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
     """A node and its smaller neighbours are all linked to the smallest of them."""
     node, smaller = element
-    smallest = min(smaller)
-    for other in smaller:
-        if other != smallest:
-            yield other, smallest
+    smallest, edges = star(smaller)
+    yield from edges
     yield node, smallest
 
 
@@ -352,10 +352,9 @@ def apply_decision(element: tuple[str, dict], paragraphs: ParagraphDedupConfig) 
     for row in grouped["doc"]:
         row.update(info, units_removed=0, keep=info["duplicate_of"] is None, detail=None)
         if removed and row["keep"]:
-            row["text"], row["units_removed"] = strip_units(row["text"], paragraphs.unit, removed, paragraphs.min_chars)
-            words = word_count(row["text"])
-            if words < paragraphs.min_words:
-                row.update(keep=False, status=DROPPED, reason=f"short_after_{paragraphs.unit}_dedup", detail=words)
+            row["text"], row["units_removed"], short = strip_repeated_units(row["text"], removed, paragraphs)
+            if short is not None:
+                row.update(keep=False, status=DROPPED, reason=f"short_after_{paragraphs.unit}_dedup", detail=short)
         yield row
 
 
