@@ -44,9 +44,14 @@ _SKIP_SELECTORS = [
     "[class*=print]",
     "[class*=newsletter]",
 ]
-# trafilatura 2.3: fast=True skips its readability/jusText fallbacks, comments are not main content; measured
-# F1 0.957 vs 0.944 for its defaults on the benchmark, at ~1.3x their speed.
-_TRAFILATURA_OPTIONS = dict(fast=True, include_comments=False)
+# trafilatura 2.3: fast=True skips its readability/jusText fallbacks, comments are not main content. Alone it
+# favours recall (benchmark F1 0.960 vs 0.944 for its defaults, ~1.5x their speed). As the cascade's second
+# opinion it favours precision: it only has to trim furniture out of the fast extract, and precision mode skips
+# the recall escalation that re-reads the whole page (cascade F1 unchanged, ~4% more pages/s).
+_TRAFILATURA_OPTIONS = {
+    "alone": dict(fast=True, include_comments=False, favor_recall=True),
+    "second_opinion": dict(fast=True, include_comments=False, favor_precision=True),
+}
 
 # A line is prose when it has at least this many words (or, in scripts written without spaces, characters).
 _PROSE_WORDS = 6
@@ -163,13 +168,13 @@ def extract_html(
     tree = HTMLTree.parse(text)
     title, date = _title(tree), _date(tree)
     if mode == "trafilatura":
-        return Extraction(accurate_text(text, url), used, "trafilatura", title, date)
+        return Extraction(accurate_text(text, url, "alone"), used, "trafilatura", title, date)
     fast = fast_text(tree)
     reason = unsure_reason(fast, text) if mode == "cascade" else None
     if reason is None:
         return Extraction(fast, used, "resiliparse", title, date)
     try:
-        slow = accurate_text(text, url)
+        slow = accurate_text(text, url, "second_opinion")
     except Exception as err:  # the fast extract stands: the slow one is only a second opinion
         logging.getLogger(__name__).debug("trafilatura failed on %s: %s", url, err)
         return Extraction(fast, used, "resiliparse", title, date, reason)
@@ -183,8 +188,8 @@ def fast_text(tree: HTMLTree) -> str:
     return clean_lines(extract_plain_text(tree, **_RESILIPARSE_OPTIONS, skip_elements=_SKIP_SELECTORS))
 
 
-def accurate_text(text: str, url: str | None = None) -> str:
-    return trafilatura.extract(text, url=url, **_TRAFILATURA_OPTIONS) or ""
+def accurate_text(text: str, url: str | None = None, role: Literal["alone", "second_opinion"] = "alone") -> str:
+    return trafilatura.extract(text, url=url, **_TRAFILATURA_OPTIONS[role]) or ""
 
 
 def is_prose(line: str) -> bool:
