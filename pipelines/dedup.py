@@ -37,6 +37,7 @@ from pipelines.common import (
     part_name,
     partition_of,
     read_kept,
+    read_kept_batches,
     run_beam,
     run_stage,
     write_parquet_atomic,
@@ -98,15 +99,25 @@ class DedupKeys(beam.DoFn):
             }
 
 
-def exact_groups(element: tuple[str, Iterable[dict]]) -> Iterable:
-    """Each exact-key group's smallest node goes on to MinHash; the others get an edge to it."""
+SURVIVOR, EDGE = "survivor", "edge"
+
+
+def exact_groups(element: tuple[str, Iterable[dict]]) -> Iterable[tuple[str, dict | Edge]]:
+    """Each exact-key group's smallest node goes on to MinHash (SURVIVOR, key); the others get an edge to it
+    (EDGE, edge). Pairs split by two FlatMaps, not tagged outputs: the DaskRunner hands every tagged output to
+    each consumer."""
     _, keys = element
     anchor = min(key["node"] for key in keys)
     for key in keys:
         if key["node"] == anchor:
-            yield key
+            yield SURVIVOR, key
         else:
-            yield beam.pvalue.TaggedOutput("edges", (key["node"], anchor))
+            yield EDGE, (key["node"], anchor)
+
+
+def only(kind: str):
+    """A FlatMap function passing on the values of (kind, value) pairs of one kind."""
+    return lambda item: [item[1]] if item[0] == kind else []
 
 
 def star(nodes: Iterable[str]) -> tuple[str, list[Edge]]:
@@ -251,9 +262,19 @@ class WriteEdges(beam.PTransform):
             | "Roles" >> beam.FlatMap(roles)
             | "ByNode" >> beam.GroupByKey()
             | "NotAStar" >> beam.Map(not_a_star)
-            | "Violations" >> beam.CombineGlobally(sum)
+            | "Violations" >> SumAlways()
             | "WriteViolations" >> beam.Map(write_count, directory / "violations.txt")
         )
+
+
+class SumAlways(beam.PTransform):
+    """The sum of a PCollection of ints as one element, 0 when it is empty. Not CombineGlobally: its default for an
+    empty input is a side input, and side inputs are not reliable on the DaskRunner."""
+
+    def expand(self, numbers: beam.PCollection) -> beam.PCollection:
+        zero = numbers.pipeline | "Zero" >> beam.Create([(None, 0)])
+        keyed = numbers | "OneKey" >> beam.Map(lambda number: (None, number))
+        return (zero, keyed) | "WithZero" >> beam.Flatten() | "Sum" >> beam.CombinePerKey(sum) | beam.Values()
 
 
 def write_edges(element: tuple[int, Iterable[Edge]], directory: Path, total: int) -> None:
@@ -281,23 +302,19 @@ def violations(directory: Path) -> int:
 # --------------------------------------------------------------------------- pipelines
 
 
-def graph_edges(docs: beam.PCollection, config: DedupConfig) -> beam.PCollection:
+def graph_edges(batches: beam.PCollection, config: DedupConfig) -> beam.PCollection:
     """Candidate edges: exact-key groups, then LSH buckets of the exact survivors (verified when configured)."""
-    keys = (
-        docs
-        | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=256)
-        | "Keys" >> beam.ParDo(DedupKeys(config))
-    )
+    keys = batches | "Keys" >> beam.ParDo(DedupKeys(config))
     edge_sets = []
     if config.exact:
         exact = (
             keys
             | "ByExact" >> beam.Map(lambda key: (key["node"][-KEY_WIDTH:], key))
             | "GroupExact" >> beam.GroupByKey()
-            | "ExactGroups" >> beam.FlatMap(exact_groups).with_outputs("edges", main="survivors")
+            | "ExactGroups" >> beam.FlatMap(exact_groups)
         )
-        keys = exact.survivors
-        edge_sets.append(exact.edges)
+        keys = exact | "ExactSurvivors" >> beam.FlatMap(only(SURVIVOR))
+        edge_sets.append(exact | "ExactEdges" >> beam.FlatMap(only(EDGE)))
     if config.minhash:
         near = (
             keys
@@ -311,7 +328,7 @@ def graph_edges(docs: beam.PCollection, config: DedupConfig) -> beam.PCollection
             near = near | "Verify" >> Verify(signatures, config.verify_threshold)
         edge_sets.append(near)
     if not edge_sets:
-        return docs.pipeline | "NoEdges" >> beam.Create([])
+        return batches.pipeline | "NoEdges" >> beam.Create([])
     return tuple(edge_sets) | "AllEdges" >> beam.Flatten() | "DistinctEdges" >> beam.Distinct()
 
 
@@ -420,8 +437,9 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
 
     def first(pipeline: beam.Pipeline) -> None:
         """Graph, rounds and the stage output at once: right whenever the rounds left only stars (the usual case)."""
-        docs = read_kept(pipeline, previous)
-        labels = graph_edges(docs, dedup) | "Rounds" >> StarRounds(ROUNDS_PER_PIPELINE)
+        batches = read_kept_batches(pipeline, previous, 256)  # batched at read time: MinHash runs per batch
+        docs = batches | "Rows" >> beam.FlatMap(lambda batch: batch)
+        labels = graph_edges(batches, dedup) | "Rounds" >> StarRounds(ROUNDS_PER_PIPELINE)
         labels | "Save" >> WriteEdges(work / "edges-0", total)
         write_stage(docs, labels)
 

@@ -1,7 +1,9 @@
 """The same Beam pipelines on Beam's DaskRunner, against a dask.distributed scheduler and two worker processes on
-127.0.0.1, give the bytes the in-process runner gives. The dedup stage is the known gap (IN_PROCESS_STAGES)."""
+127.0.0.1, give the bytes the in-process runner gives, every stage included."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import yaml
@@ -9,12 +11,6 @@ import yaml
 from factory.config import load_config
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
-# pipelines/dedup.py still batches with BatchElements (its last batch per bundle comes from finish_bundle, which the
-# DaskRunner drops) and splits exact_groups with with_outputs (the DaskRunner hands every tagged output to each
-# consumer): on Dask it finds no duplicates (all 245 survivors kept; checked by hand). Run in-process until it
-# batches at read time (pipelines.common.read_kept_batches) and splits tagged pairs with two FlatMaps, as
-# pipelines/tokenize.py does; then empty this set.
-IN_PROCESS_STAGES = {"dedup"}
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +39,11 @@ def test_build_on_dask_gives_the_in_process_bytes(small_corpus, scheduler, refer
                                                   tmp_path):
     from flows.build import STAGES
 
-    on_dask, in_process = dask_config(small_corpus, scheduler), load_config(small_corpus / "test.yaml")
+    on_dask = dask_config(small_corpus, scheduler)
     out = tmp_path / "build"
-    for stage, runner in STAGES:
-        runner(in_process if stage in IN_PROCESS_STAGES else on_dask, out)
+    for _, runner in STAGES:
+        runner(on_dask, out)
+    dropped = json.loads((out / "stages" / "dedup" / "_SUCCESS.json").read_text())["counts"]["dropped"]
+    assert dropped.get("exact_duplicate") and dropped.get("near_duplicate")  # the planted duplicates, found on Dask
     plan_build(out)
     assert digest(out) == digest(reference_build)
