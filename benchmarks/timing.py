@@ -13,3 +13,15 @@ def best_of(run: Callable[[], object], repeats: int = 3) -> float:
         run()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def best_interleaved(runs: dict[str, Callable[[], object]], rounds: int = 5) -> dict[str, float]:
+    """Best wall time of each run over `rounds` rounds in which every run takes one turn, after one untimed
+    warm-up turn each: a slow phase of the machine, or a cold cache, then costs all of them alike."""
+    for run in runs.values():
+        run()
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(rounds):
+        for name, run in runs.items():
+            best[name] = min(best[name], best_of(run, 1))
+    return best

@@ -27,7 +27,6 @@ Bucket = Literal["low", "mid", "high"]
 # Scripts written without spaces, and CJK punctuation: each character becomes a fastText token of its own.
 _NO_SPACE_RANGES = ((0x0E00, 0x0E7F), (0x3000, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF),
                     (0xF900, 0xFAFF), (0xFF61, 0xFF9F))
-_FIRST_NO_SPACE = chr(_NO_SPACE_RANGES[0][0])
 _NO_SPACE_RUN = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _NO_SPACE_RANGES) + "]+")
 
 
@@ -38,16 +37,16 @@ def _spaced_out(run: re.Match) -> str:
 def prepare_text(text: str, max_chars: int = MAX_CHARS) -> str:
     """First ``max_chars`` characters, lowercased, NFKC, on one line; CJK/Thai characters one token each.
 
-    Space-delimited text stays as fastText tokenises it (on whitespace), so preparing costs about what
-    flattening the text to one line costs; CJK is spaced out a run at a time, not a character at a time.
+    Whitespace is left as fastText reads it: any run of spaces, tabs or carriage returns separates two tokens,
+    so only newlines (fastText's end of example) become spaces; collapsing the runs too would double the cost
+    of preparing English text. CJK is spaced out a run at a time, not a character at a time.
     """
     head = text[:max_chars].lower()
     if not head.isascii():
         if not unicodedata.is_normalized("NFKC", head):  # the check is ~10x cheaper than normalising
             head = unicodedata.normalize("NFKC", head)
-        if max(head) >= _FIRST_NO_SPACE:  # a C-speed scan spares the regex on Latin/Cyrillic/... text
-            head = _NO_SPACE_RUN.sub(_spaced_out, head)
-    return " ".join(head.split())
+        head = _NO_SPACE_RUN.sub(_spaced_out, head)  # a prefilter scan (max, search) costs as much as this
+    return head.replace("\n", " ").strip()
 
 
 def _label(label: str) -> str:

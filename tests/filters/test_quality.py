@@ -50,8 +50,8 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_prepare_text() -> None:
-    assert prepare_text("Hello, World!\nSecond  LINE") == "hello, world! second line"
-    assert prepare_text("我们的ＡＢＣ。") == "我 们 的 abc 。"
+    assert prepare_text("Hello, World!\nSecond  LINE\r\n") == "hello, world! second  line"
+    assert prepare_text("我们的ＡＢＣ。").split() == ["我", "们", "的", "abc", "。"]
     assert len(prepare_text("word " * 10_000)) < 10_000
     assert prepare_text("   ") == ""
 
