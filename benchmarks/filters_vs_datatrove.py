@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import shutil
 import sys
 import time
@@ -39,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from timing import pin_to_one_core  # noqa: E402 - benchmarks/ is on sys.path when a benchmark runs
 
 from factory.config import HeuristicsConfig, LangidConfig  # noqa: E402
 from filters import segment  # noqa: E402
@@ -232,8 +233,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N documents only")
     parser.add_argument("--block", type=int, default=200, help="documents per turn when interleaving the two")
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_to_one_core()
     rows = read_rows(args.data, args.limit)
     size_mb = sum(len(row["text"].encode()) for row in rows) / 1e6
     install_lid_model()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 import trafilatura
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+from timing import pin_to_one_core  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 from filters.html import extract_html
 
@@ -77,14 +77,6 @@ def timed(extract: Callable[[bytes], str], pages: list[tuple[str, bytes, str]]) 
     start = time.process_time()
     outputs = [extract(html) for _, html, _ in pages]
     return outputs, time.process_time() - start
-
-
-def pin_to_one_core() -> str:
-    if not hasattr(os, "sched_setaffinity"):
-        return "not pinned (no sched_setaffinity)"
-    core = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {core})
-    return f"pinned to core {core}"
 
 
 def main() -> None:

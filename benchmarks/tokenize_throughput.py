@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/tokenize_throughput.py [--data ../shared/data] [--peer-python .venv-bench/bin/python]
 
-All on `web_sample.jsonl.gz` (5,178 documents, 27 MB), one process, best of 3, 8k-piece BPE:
+All on `web_sample.jsonl.gz` (5,178 documents, 27 MB), one process pinned to one core (sentencepiece's encode(list)
+spreads over threads), 8k-piece BPE; after one untimed turn each, best of 3 rounds in which all take turns:
 - bare: sentencepiece `encode(list)` in batches of 256 (ids only);
 - stage kernel: what the stage's DoFns do per document, in one process — batch encode, pack into seq_len+1 rows
   with document starts, write the Arrow IPC shard and hash it;
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import sentencepiece as spm
-from timing import best_of  # benchmarks/ is on sys.path when a benchmark runs as a script
+from timing import best_interleaved, pin_to_one_core  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 from factory.config import TokenizerConfig, parse_config
 from factory.markers import write_marker
@@ -81,8 +82,8 @@ def bare_encode(processor: spm.SentencePieceProcessor, texts: list[str]) -> int:
 
 def stage_kernel(processor: spm.SentencePieceProcessor, texts: list[str], out: Path) -> None:
     """Encode in batches, pack with document boundaries, write and hash one Arrow IPC shard."""
-    ids = [np.asarray(row, np.uint32) for start in range(0, len(texts), BATCH)
-           for row in processor.encode(texts[start:start + BATCH])]
+    ids = [row.view(np.uint32) for start in range(0, len(texts), BATCH)
+           for row in processor.encode(texts[start:start + BATCH], return_type="numpy", num_threads=1)]
     rows = pack(ids, SEQ_LEN + 1, BOS_ID, EOS_ID, PAD_ID)
     dtype = token_dtype(processor.vocab_size())
     write_shard(out, type(rows)(rows.tokens.astype(dtype), rows.doc_starts, rows.valid_len),
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--peer-python", default=str(REPO / ".venv-bench" / "bin" / "python"))
     args = parser.parse_args()
+    pinned = pin_to_one_core()
     texts = read_texts(args.data / "web_sample.jsonl.gz")
     megabytes = sum(len(text.encode("utf-8")) for text in texts) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,13 +146,13 @@ def main() -> None:
         processor = spm.SentencePieceProcessor(model_file=str(model))
         tokens = bare_encode(processor, texts)
         fake_upstream(build, texts)
-        timings = {
-            "bare sentencepiece encode(list)": best_of(lambda: bare_encode(processor, texts)),
-            "stage kernel (encode+pack+write)": best_of(lambda: stage_kernel(processor, texts, work / "k.arrow")),
-            "stage on Beam (in-process runner)": best_of(lambda: beam_stage(build)),
-        }
+        timings = best_interleaved({
+            "bare sentencepiece encode(list)": lambda: bare_encode(processor, texts),
+            "stage kernel (encode+pack+write)": lambda: stage_kernel(processor, texts, work / "k.arrow"),
+            "stage on Beam (in-process runner)": lambda: beam_stage(build),
+        }, rounds=3)
         result = peer(args.peer_python, texts, work)
-    print(f"{len(texts):,} documents, {megabytes:.1f} MB, {tokens:,} sentencepiece tokens\n")
+    print(f"{len(texts):,} documents, {megabytes:.1f} MB, {tokens:,} sentencepiece tokens, {pinned}\n")
     for name, seconds in timings.items():
         print(f"{name:<36}{tokens / seconds / 1e6:>7.2f} M tokens/s{megabytes / seconds:>7.1f} MB/s")
     bare = timings["bare sentencepiece encode(list)"]

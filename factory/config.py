@@ -310,6 +310,9 @@ class TokenizeConfig(Strict):
     seq_len: int = Field(512, ge=8)
     rows_per_shard: int = Field(2048, ge=1)
     partitions_per_stream: int = Field(1, ge=1, description="parallel packers per source x lang x bucket")
+    shuffle: bool = Field(False, description="pack each stream's documents in an order shuffled by `seed` "
+                          "(a hash of seed and doc_id) instead of doc_id order; neighbours in a row then come from "
+                          "unrelated files and sites")
     tokenizer: TokenizerConfig = TokenizerConfig()
 
 
@@ -320,6 +323,13 @@ class RunnerConfig(Strict):
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra Beam pipeline options, e.g. flink_master"
     )
+
+    @property
+    def local_workers(self) -> int | None:
+        """Worker count of the in-process runners; None where a cluster decides (Dask, Flink, Spark, Dataflow)."""
+        if self.runner not in {"FnApiRunner", "DirectRunner"}:
+            return None
+        return 1 if self.direct_running_mode == "in_memory" else self.direct_num_workers
 
 
 class ScheduleConfig(Strict):

@@ -437,7 +437,7 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
 
     def first(pipeline: beam.Pipeline) -> None:
         """Graph, rounds and the stage output at once: right whenever the rounds left only stars (the usual case)."""
-        batches = read_kept_batches(pipeline, previous, 256)  # batched at read time: MinHash runs per batch
+        batches = read_kept_batches(pipeline, previous, 256, config.runner)  # MinHash runs per batch
         docs = batches | "Rows" >> beam.FlatMap(lambda batch: batch)
         labels = graph_edges(batches, dedup) | "Rounds" >> StarRounds(ROUNDS_PER_PIPELINE)
         labels | "Save" >> WriteEdges(work / "edges-0", total)

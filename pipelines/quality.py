@@ -188,7 +188,8 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
 
     def score(pipeline: beam.Pipeline) -> None:
         """Scores every document and writes it (bucket still empty), and the per-language cut points."""
-        scored = read_kept_batches(pipeline, previous, 256) | "Score" >> beam.ParDo(ScoreQuality(specs, quality))
+        batches = read_kept_batches(pipeline, previous, 256, config.runner)
+        scored = batches | "Score" >> beam.ParDo(ScoreQuality(specs, quality))
         (
             scored
             | "ByLanguage" >> beam.Map(lambda row: (base_language(row["lang"]), row["quality_score"]))

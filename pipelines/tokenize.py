@@ -13,6 +13,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import sentencepiece as spm
+import xxhash
 
 from factory.config import BuildConfig
 from factory.markers import marker_digest
@@ -52,22 +53,27 @@ StreamKey = tuple[str, str, str, int]  # source, language, bucket, partition
 
 
 class Encode(beam.DoFn):
-    """Encodes a batch of documents with one sentencepiece call and keys each by its shard stream."""
+    """Encodes a batch of documents with one sentencepiece call and keys each by its shard stream.
+
+    sentencepiece returns numpy buffers (no Python int per token) on one thread: Beam's workers are the
+    parallelism, one core each. Ids travel as raw bytes in the shard's token dtype (uint16 when the vocabulary
+    fits): Beam's coder passes bytes through as they are but pickles numpy arrays."""
 
     def __init__(self, model_path: str, partitions: int) -> None:
         self.model_path, self.partitions = model_path, partitions
 
     def setup(self) -> None:
         self.processor = spm.SentencePieceProcessor(model_file=self.model_path)
+        self.dtype = token_dtype(self.processor.vocab_size())
 
     def process(self, batch: list[dict]) -> Iterable[tuple[StreamKey, dict]]:
-        encoded = self.processor.encode([row["text"] for row in batch])
+        encoded = self.processor.encode([row["text"] for row in batch], return_type="numpy", num_threads=1)
         for row, ids in zip(batch, encoded, strict=True):
             key = (row["source"], base_language(row["lang"]), row["bucket"],
                    partition_of(row["doc_id"], self.partitions))
             yield key, {
                 "doc_id": row["doc_id"], "input_file": row["input_file"], "location": row["location"],
-                "lang": row["lang"], "ids": np.asarray(ids, dtype=np.uint32),
+                "lang": row["lang"], "ids": ids.astype(self.dtype).tobytes(),
             }
 
 
@@ -94,22 +100,31 @@ def pack(documents: list[np.ndarray], width: int, bos: int, eos: int, pad: int) 
 INDEX, DOCS = "index", "docs"
 
 
+def shuffled_order(seed: int):
+    """Sort key of a seeded shuffle: a hash of (seed, doc_id), so the order depends on neither input order nor
+    worker count; doc_id breaks the (unlikely) ties."""
+    return lambda doc: (xxhash.xxh64_intdigest(doc["doc_id"].encode(), seed=seed), doc["doc_id"])
+
+
 class PackStream(beam.DoFn):
-    """Packs one stream (documents in id order) into shards of `rows_per_shard` rows; emits (INDEX, shard entry)
-    and (DOCS, document row) pairs. One output split by a Map, not tagged outputs: the DaskRunner hands every tagged
-    output of a DoFn to each consumer."""
+    """Packs one stream (documents in id order, or shuffled by seed with `tokenize.shuffle`) into shards of
+    `rows_per_shard` rows; emits (INDEX, shard entry) and (DOCS, document row) pairs. One output split by a Map,
+    not tagged outputs: the DaskRunner hands every tagged output of a DoFn to each consumer."""
 
     def __init__(self, build_dir: Path, config: BuildConfig, tokenizer: TokenizerInfo) -> None:
         self.build_dir, self.tokenize, self.tokenizer = build_dir, config.tokenize, tokenizer
+        self.seed = config.seed
 
     def process(self, element: tuple[StreamKey, Iterable[dict]]) -> Iterable:
         (source, lang, bucket, part), docs = element
-        docs = sorted(docs, key=lambda doc: doc["doc_id"])
-        width = self.tokenize.seq_len + 1
+        order = shuffled_order(self.seed) if self.tokenize.shuffle else (lambda doc: doc["doc_id"])
+        docs = sorted(docs, key=order)
         dtype = token_dtype(self.tokenizer.vocab_size)
-        rows = pack([doc["ids"] for doc in docs], width, self.tokenizer.bos_id, self.tokenizer.eos_id,
+        ids = [np.frombuffer(doc["ids"], dtype=dtype) for doc in docs]
+        width = self.tokenize.seq_len + 1
+        rows = pack(ids, width, self.tokenizer.bos_id, self.tokenizer.eos_id,
                     self.tokenizer.pad_id)
-        doc_rows = np.cumsum([0] + [len(doc["ids"]) + 2 for doc in docs])[:-1] // width
+        doc_rows = np.cumsum([0] + [len(doc_ids) + 2 for doc_ids in ids])[:-1] // width
         metadata = {"tokenizer_sha256": self.tokenizer.sha256, "source": source, "lang": lang,
                     "bucket": bucket, "dtype": dtype.name}
         schema = shard_schema(self.tokenize.seq_len, dtype, metadata)
@@ -120,15 +135,16 @@ class PackStream(beam.DoFn):
                               rows.valid_len[first:last])
             rel = f"shards/{source}/{lang}/{bucket}/part{part:03d}-{shard_no:05d}.arrow"
             digest = write_shard(self.build_dir / rel, block, schema)
-            members = [doc for doc, row in zip(docs, doc_rows, strict=True) if first <= row < last]
+            members = [(doc, len(doc_ids)) for doc, doc_ids, row in zip(docs, ids, doc_rows, strict=True)
+                       if first <= row < last]
             yield INDEX, {"path": rel, "sha256": digest, "rows": last - first, "tokens": int(block.valid_len.sum()),
                           "documents": len(members), "source": source, "lang": lang, "bucket": bucket,
                           "seq_len": self.tokenize.seq_len, "bytes": (self.build_dir / rel).stat().st_size}
-            for doc in members:
+            for doc, n_ids in members:
                 yield DOCS, {
                     "doc_id": doc["doc_id"], "source": source, "input_file": doc["input_file"],
                     "location": doc["location"], "lang": doc["lang"], "bucket": bucket,
-                    "n_tokens": len(doc["ids"]) + 2, "shard": rel, "keep": True, "reason": None,
+                    "n_tokens": n_ids + 2, "shard": rel, "keep": True, "reason": None,
                 }
 
 
@@ -149,7 +165,7 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
     def build(pipeline: beam.Pipeline) -> None:
         tokenizer = load_info(build_dir)
         packed = (
-            read_kept_batches(pipeline, previous, 256)
+            read_kept_batches(pipeline, previous, 256, config.runner)
             | "Encode" >> beam.ParDo(Encode(str(build_dir / tokenizer.path), config.tokenize.partitions_per_stream))
             | "GroupStream" >> beam.GroupByKey()
             | "Pack" >> beam.ParDo(PackStream(build_dir, config, tokenizer))
