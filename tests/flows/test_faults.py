@@ -1,13 +1,18 @@
 """Faults: a build SIGKILLed inside each stage in turn resumes to the reference bytes without redoing finished
-stages or trusting partial files; the trainer refuses tampered shards and manifests that leave their build."""
+stages or trusting partial files, and so does a `factory build` killed with all its processes; the trainer
+refuses tampered shards and manifests that leave their build."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import runpy
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +115,39 @@ def test_trainer_refuses_manifests_that_leave_the_build(build_copy):
     with pytest.raises(ManifestError, match="next_phase"):
         open_phase(onward)
     assert open_phase(escaped, allow_outside_root=True).name == "stable"  # explicitly allowed
+
+
+def test_factory_build_killed_with_its_process_group_resumes_to_the_reference_bytes(
+        small_corpus, reference_build, digest, plan_build, tmp_path):
+    """The CLI as a user runs it: `factory build` (Prefect flow, Beam runner, lock) SIGKILLed with every process
+    it started, as when its machine dies, once two stages are done; `factory build` again finishes the rest."""
+    factory = Path(sys.executable).with_name("factory")
+    out, log = tmp_path / "build", tmp_path / "build.log"
+    command = [str(factory), "build", str(small_corpus / "test.yaml"), "--out", str(out)]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(out / "stages" / "langid" / "_SUCCESS.json", process, log)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "stages" / "tokenize" / "_SUCCESS.json").exists(), "the build finished before the kill"
+    done = [stage for stage in ("ingest", "langid") if (out / "stages" / stage / "_SUCCESS.json").exists()]
+    before = finished_files(out, done)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert finished_files(out, done) == before, "a stage finished before the kill was redone"
+    plan_build(out)
+    assert digest(out) == digest(reference_build)
+    assert temporary_files(out) == []
+
+
+def wait_for(path: Path, process: subprocess.Popen, log: Path, timeout_s: float = CHILD_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(f"factory build exited ({process.returncode}) before {path.name}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {path} after {timeout_s} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
