@@ -4,13 +4,11 @@ seeded shuffle of the packing order is reproducible."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from factory.config import QualityConfig, load_config
 from pipelines.quality import BINS, ScoreHistogram, cut_points
@@ -22,8 +20,6 @@ def test_two_worker_threads_give_the_reference_bytes(small_corpus, reference_bui
     assert digest(out) == digest(reference_build)
 
 
-@pytest.mark.skipif(os.environ.get("DATAFACTORY_SLOW_TESTS") != "1",
-                    reason="a worker process per pipeline: ~3.5 min on 2 cores; set DATAFACTORY_SLOW_TESTS=1")
 def test_two_worker_processes_give_the_reference_bytes(small_corpus, reference_build, digest, build_with, tmp_path):
     runner = {"direct_running_mode": "multi_processing", "direct_num_workers": 2}
     out = build_with(small_corpus, "processes.yaml", runner, tmp_path / "build")
