@@ -108,10 +108,31 @@ def read_kept_batches(pipeline: beam.Pipeline, upstream: StagePaths, size: int, 
     (~8% of the tokenize stage on one core)."""
     files = [str(path) for path in upstream.parts()]
     batches = pipeline | f"{label}Files" >> beam.Create(files) | f"{label}Batches" >> beam.ParDo(ReadKeptBatches(size))
+    return spread(batches, len(files), runner, label)
+
+
+def spread(pcoll: beam.PCollection, files: int, runner: RunnerConfig, label: str) -> beam.PCollection:
+    """Reshuffled only where `files` inputs cannot keep every worker busy (or the worker count is unknown)."""
     workers = runner.local_workers
-    if workers is None or len(files) < workers:
-        batches = batches | f"{label}Spread" >> beam.Reshuffle()
-    return batches
+    if workers is None or files < workers:
+        return pcoll | f"{label}Spread" >> beam.Reshuffle()
+    return pcoll
+
+
+def only(kind: str):
+    """A FlatMap function passing on the values of (kind, value) pairs of one kind: how a DoFn's several outputs
+    are split here, since the DaskRunner hands every tagged output of a DoFn to each consumer."""
+    return lambda item: [item[1]] if item[0] == kind else []
+
+
+class SumAlways(beam.PTransform):
+    """The sum of a PCollection of ints as one element, 0 when it is empty. Not CombineGlobally: its default for an
+    empty input is a side input, and side inputs are not reliable on the DaskRunner."""
+
+    def expand(self, numbers: beam.PCollection) -> beam.PCollection:
+        zero = numbers.pipeline | "Zero" >> beam.Create([(None, 0)])
+        keyed = numbers | "OneKey" >> beam.Map(lambda number: (None, number))
+        return (zero, keyed) | "WithZero" >> beam.Flatten() | "Sum" >> beam.CombinePerKey(sum) | beam.Values()
 
 
 class collect(beam.PTransform):  # noqa: N801 - reads like the beam.combiners.ToList it replaces
@@ -127,14 +148,12 @@ class collect(beam.PTransform):  # noqa: N801 - reads like the beam.combiners.To
         )
 
 
-def read_kept(pipeline: beam.Pipeline, upstream: StagePaths, label: str = "Read") -> beam.PCollection:
+def read_kept(pipeline: beam.Pipeline, upstream: StagePaths, runner: RunnerConfig, label: str = "Read"
+              ) -> beam.PCollection:
+    """The upstream stage's kept rows, one element each (spread like read_kept_batches)."""
     files = [str(path) for path in upstream.parts()]
-    return (
-        pipeline
-        | f"{label}Files" >> beam.Create(files)
-        | f"{label}Rows" >> beam.ParDo(ReadKeptRows())
-        | f"{label}Spread" >> beam.Reshuffle()
-    )
+    rows = pipeline | f"{label}Files" >> beam.Create(files) | f"{label}Rows" >> beam.ParDo(ReadKeptRows())
+    return spread(rows, len(files), runner, label)
 
 
 Prepare = Callable[[list[dict]], list[dict]]

@@ -31,9 +31,11 @@ from filters.dedup import (
 from pipelines.common import (
     StagePaths,
     StageResult,
+    SumAlways,
     WriteStage,
     decision_counts,
     fill_empty_partitions,
+    only,
     part_name,
     partition_of,
     read_kept,
@@ -104,8 +106,7 @@ SURVIVOR, EDGE = "survivor", "edge"
 
 def exact_groups(element: tuple[str, Iterable[dict]]) -> Iterable[tuple[str, dict | Edge]]:
     """Each exact-key group's smallest node goes on to MinHash (SURVIVOR, key); the others get an edge to it
-    (EDGE, edge). Pairs split by two FlatMaps, not tagged outputs: the DaskRunner hands every tagged output to
-    each consumer."""
+    (EDGE, edge), split by `only` (not tagged outputs: see pipelines.common.only)."""
     _, keys = element
     anchor = min(key["node"] for key in keys)
     for key in keys:
@@ -113,11 +114,6 @@ def exact_groups(element: tuple[str, Iterable[dict]]) -> Iterable[tuple[str, dic
             yield SURVIVOR, key
         else:
             yield EDGE, (key["node"], anchor)
-
-
-def only(kind: str):
-    """A FlatMap function passing on the values of (kind, value) pairs of one kind."""
-    return lambda item: [item[1]] if item[0] == kind else []
 
 
 def star(nodes: Iterable[str]) -> tuple[str, list[Edge]]:
@@ -265,16 +261,6 @@ class WriteEdges(beam.PTransform):
             | "Violations" >> SumAlways()
             | "WriteViolations" >> beam.Map(write_count, directory / "violations.txt")
         )
-
-
-class SumAlways(beam.PTransform):
-    """The sum of a PCollection of ints as one element, 0 when it is empty. Not CombineGlobally: its default for an
-    empty input is a side input, and side inputs are not reliable on the DaskRunner."""
-
-    def expand(self, numbers: beam.PCollection) -> beam.PCollection:
-        zero = numbers.pipeline | "Zero" >> beam.Create([(None, 0)])
-        keyed = numbers | "OneKey" >> beam.Map(lambda number: (None, number))
-        return (zero, keyed) | "WithZero" >> beam.Flatten() | "Sum" >> beam.CombinePerKey(sum) | beam.Values()
 
 
 def write_edges(element: tuple[int, Iterable[Edge]], directory: Path, total: int) -> None:
@@ -452,7 +438,8 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
 
     def rewrite(step: int):
         def build(pipeline: beam.Pipeline) -> None:
-            write_stage(read_kept(pipeline, previous), read_edges(pipeline, work / f"edges-{step}", "Labels"))
+            labels = read_edges(pipeline, work / f"edges-{step}", "Labels")
+            write_stage(read_kept(pipeline, previous, config.runner), labels)
 
         return build
 

@@ -26,6 +26,7 @@ from pipelines.common import (
     collect,
     decision_counts,
     fill_empty_partitions,
+    only,
     partition_of,
     read_kept_batches,
     run_beam,
@@ -108,8 +109,7 @@ def shuffled_order(seed: int):
 
 class PackStream(beam.DoFn):
     """Packs one stream (documents in id order, or shuffled by seed with `tokenize.shuffle`) into shards of
-    `rows_per_shard` rows; emits (INDEX, shard entry) and (DOCS, document row) pairs. One output split by a Map,
-    not tagged outputs: the DaskRunner hands every tagged output of a DoFn to each consumer."""
+    `rows_per_shard` rows; emits (INDEX, shard entry) and (DOCS, document row) pairs, split by `only`."""
 
     def __init__(self, build_dir: Path, config: BuildConfig, tokenizer: TokenizerInfo) -> None:
         self.build_dir, self.tokenize, self.tokenizer = build_dir, config.tokenize, tokenizer
@@ -170,8 +170,8 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
             | "GroupStream" >> beam.GroupByKey()
             | "Pack" >> beam.ParDo(PackStream(build_dir, config, tokenizer))
         )
-        entries = packed | "IndexEntries" >> beam.FlatMap(lambda item: [item[1]] if item[0] == INDEX else [])
-        docs = packed | "DocRows" >> beam.FlatMap(lambda item: [item[1]] if item[0] == DOCS else [])
+        entries = packed | "IndexEntries" >> beam.FlatMap(only(INDEX))
+        docs = packed | "DocRows" >> beam.FlatMap(only(DOCS))
         _ = entries | "AllEntries" >> collect() | "WriteIndex" >> beam.ParDo(WriteIndex(build_dir))
         _ = docs | "Write" >> WriteStage(paths, SCHEMA, config.num_partitions, KEPT)
 

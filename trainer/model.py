@@ -180,7 +180,8 @@ def dense_document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _compiled(fn: Callable) -> Callable:
+def compile_once(fn: Callable) -> Callable:
+    """One compiled wrapper per function, made on first use (not at import: that would load the compiler)."""
     return torch.compile(fn, dynamic=False)
 
 
@@ -191,7 +192,7 @@ def flex_document_mask(doc_ids: torch.Tensor) -> BlockMask:
     def mask_mod(b, h, q_idx, kv_idx):
         return (q_idx >= kv_idx) & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
 
-    build = _compiled(create_block_mask) if doc_ids.device.type == "cuda" else create_block_mask
+    build = compile_once(create_block_mask) if doc_ids.device.type == "cuda" else create_block_mask
     return build(mask_mod, batch, None, seq, seq, device=doc_ids.device)
 
 
@@ -200,7 +201,7 @@ def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: BlockMask, gq
     compiled, else through a compiled wrapper (eager flex materialises the full score matrix)."""
     if torch.compiler.is_compiling() or q.device.type != "cuda":
         return flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
-    return _compiled(flex_attention)(q, k, v, block_mask=mask, enable_gqa=gqa)
+    return compile_once(flex_attention)(q, k, v, block_mask=mask, enable_gqa=gqa)
 
 
 # ----------------------------------------------------------------------------- layers

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.data import IGNORE_INDEX, Batch, ManifestLoader, Phase, open_phase
-from trainer.model import ModelConfig, Transformer, flops_per_token, load_model_config, param_count
+from trainer.model import ModelConfig, Transformer, compile_once, flops_per_token, load_model_config, param_count
 from trainer.schedule import WSDSchedule
 
 log = logging.getLogger(__name__)
@@ -245,11 +245,6 @@ def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                            reduction="none").view_as(targets)
 
 
-# Compiled, the fp32 upcast fuses into the softmax: eager materialises a float copy of the logits (batch x seq x
-# vocab x 4 bytes, 2 GiB at 8 x 2,048 x 32k) and reads it twice more.
-compiled_token_losses = torch.compile(token_losses, dynamic=False)
-
-
 def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batch: Batch, lr: float,
                grad_clip: float, n_sources: int, autocast: Any) -> tuple[torch.Tensor, ...]:
     """Forward, backward, clip, AdamW update. Returns (loss, grad norm, per-source loss sums, counts)."""
@@ -257,7 +252,9 @@ def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batch: Batc
         group["lr"] = lr
     with autocast:
         logits = model(batch.inputs, batch.doc_ids)
-    token_loss = (compiled_token_losses if model.compiled else token_losses)(logits, batch.targets)
+    # Compiled, the fp32 upcast fuses into the softmax: eager materialises a float copy of the logits (batch x seq
+    # x vocab x 4 bytes, 2 GiB at 8 x 2,048 x 32k) and reads it twice more.
+    token_loss = (compile_once(token_losses) if model.compiled else token_losses)(logits, batch.targets)
     counted = (batch.targets != IGNORE_INDEX).sum(dim=1)
     loss = token_loss.sum() / counted.sum().clamp(min=1)
     loss.backward()
