@@ -23,10 +23,12 @@ demo: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # `make ui`: a Prefect server with its UI on http://127.0.0.1:$(UI_PORT) (nothing else can reach it), serving the
 # build-corpus, plan-mixture and train deployments for UI_CONFIG into UI_OUT (default: the demo corpus, written
@@ -37,7 +39,7 @@ UI_CONFIG ?=
 UI_SCHEDULE ?=
 .PHONY: ui
 ui: install
-	$(BIN)/python -m flows.serve $(UI_CONFIG) --out $(UI_OUT) --server --port $(UI_PORT) \
+	$(BIN)/factory serve $(UI_CONFIG) --out $(UI_OUT) --server --port $(UI_PORT) \
 		$(if $(UI_SCHEDULE),--schedule '$(UI_SCHEDULE)')
 
 clean:

@@ -54,8 +54,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def originals(rows: list[dict], lang: str, rng: random.Random) -> list[dict]:
     """Long enough documents of one language, none a near-duplicate (Jaccard >= 0.3) of another."""
-    from factory.config import DedupConfig
-    from filters.dedup import MinHasher, band_keys, lsh_params, shingles
+    from datafactory.factory.config import DedupConfig
+    from datafactory.filters.dedup import MinHasher, band_keys, lsh_params, shingles
 
     minimum = 150 if lang == "en" else 400
     docs = [row for row in rows if row.get("lang") == lang and len(units_of(row["text"], lang)) >= minimum]
@@ -108,7 +108,7 @@ def edited(text: str, lang: str, strength: str, pool: list[str], rng: random.Ran
 
 def build_corpus(rows: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
     """(documents, pairs): every original and its one edited copy, and each pair's strength and true Jaccard."""
-    from filters.dedup import shingles
+    from datafactory.filters.dedup import shingles
 
     rng = random.Random(seed)
     documents, pairs = [], []
@@ -135,10 +135,10 @@ def run_ours(documents: list[dict], work: Path) -> dict[str, str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from factory.config import parse_config
-    from factory.markers import write_marker
-    from factory.records import stage_schema
-    from pipelines import dedup
+    from datafactory.factory.config import parse_config
+    from datafactory.factory.markers import write_marker
+    from datafactory.factory.records import stage_schema
+    from datafactory.pipelines.registry import run_stage_named
 
     upstream = work / "stages" / "heuristics"
     upstream.mkdir(parents=True)
@@ -152,7 +152,7 @@ def run_ours(documents: list[dict], work: Path) -> dict[str, str]:
     write_marker(work, upstream, "heuristics", "eval", "eval", {"documents": len(rows)}, [part])
     settings = {"dedup": {"paragraphs": {"enabled": False}}, "runner": {"direct_running_mode": "in_memory"}}
     config = parse_config({"inputs": [{"path": "unused", "source": "eval"}], **settings})
-    dedup.run(config, work)
+    run_stage_named("dedup", config, work)
     out = pq.read_table(work / "stages" / "dedup", columns=["doc_id", "minhash_cluster"]).to_pylist()
     return {row["doc_id"]: row["minhash_cluster"] or row["doc_id"] for row in out}
 
@@ -263,7 +263,7 @@ def main() -> None:
         datatrove_main(Path(args.datatrove[0]), args.datatrove[1])
         return
     sys.path.insert(0, str(ROOT))
-    from factory.config import DedupConfig
+    from datafactory.factory.config import DedupConfig
 
     rows = read_jsonl(args.data / "web_sample.jsonl.gz")
     pairs: list[dict] = []

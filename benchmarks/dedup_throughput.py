@@ -90,9 +90,9 @@ def peers_main(data: Path, with_datatrove: bool) -> None:
 
 def ours(texts: list[str]) -> dict[str, float]:
     """Times our step once per variant (the caller interleaves rounds with the peers')."""
-    from factory.config import DedupConfig
-    from filters import dedup
-    from filters.dedup import MinHasher
+    from datafactory.factory.config import DedupConfig
+    from datafactory.filters import dedup
+    from datafactory.filters.dedup import MinHasher
 
     hasher = MinHasher(DedupConfig(num_perm=NUM_PERM))
     hasher.signatures(texts[:BATCH])  # tables built, kernel compiled: one-off costs per worker
@@ -145,10 +145,10 @@ def stage_main(count: int, work: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from factory.config import parse_config
-    from factory.markers import write_marker
-    from factory.records import stage_schema
-    from pipelines import dedup
+    from datafactory.factory.config import parse_config
+    from datafactory.factory.markers import write_marker
+    from datafactory.factory.records import stage_schema
+    from datafactory.pipelines.registry import run_stage_named
 
     upstream = work / "stages" / "heuristics"
     upstream.mkdir(parents=True)
@@ -161,7 +161,7 @@ def stage_main(count: int, work: Path) -> None:
     runner = {"direct_running_mode": "in_memory"}
     config = parse_config({"inputs": [{"path": "unused", "source": "synthetic"}], "runner": runner})
     start = time.perf_counter()
-    result = dedup.run(config, work)
+    result = run_stage_named("dedup", config, work)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB; the runner is in this process
     print(json.dumps({"seconds": seconds, "peak_rss_gib": peak, "counts": result.counts}))

@@ -41,10 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 from timing import pin_to_one_core  # noqa: E402 - benchmarks/ is on sys.path when a benchmark runs
 
-from factory.config import HeuristicsConfig, LangidConfig  # noqa: E402
-from filters import segment  # noqa: E402
-from filters.heuristics import HeuristicFilter  # noqa: E402
-from filters.langid import LanguageIdentifier  # noqa: E402
+from datafactory.factory.config import HeuristicsConfig, LangidConfig  # noqa: E402
+from datafactory.filters import segment  # noqa: E402
+from datafactory.filters.heuristics import HeuristicFilter  # noqa: E402
+from datafactory.filters.langid import LanguageIdentifier  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "web_sample.jsonl.gz"
 RULE_SETS = ("gopher_quality", "gopher_repetition", "c4", "fineweb")

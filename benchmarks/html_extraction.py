@@ -30,7 +30,7 @@ from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 from timing import pin_to_one_core  # benchmarks/ is on sys.path when a benchmark runs as a script
 
-from filters.html import extract_html
+from datafactory.filters.html import extract_html
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "html_extraction"
 

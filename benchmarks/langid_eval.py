@@ -20,10 +20,10 @@ from pathlib import Path
 
 from timing import best_of  # benchmarks/ is on sys.path when a benchmark runs as a script
 
-from factory.config import LangidConfig
-from filters.ftmodel import load_fasttext_model
-from filters.langid import LanguageIdentifier, base_lang
-from filters.text import single_line
+from datafactory.factory.config import LangidConfig
+from datafactory.filters.ftmodel import load_fasttext_model
+from datafactory.filters.langid import LanguageIdentifier, base_lang
+from datafactory.filters.text import single_line
 
 BATCH = 256
 # lid.176 labels Norwegian with the macrolanguage code "no"; the gold set uses Bokmål's "nb". Same language.

@@ -21,8 +21,8 @@ import numpy as np
 import xxhash
 from timing import best_interleaved  # benchmarks/ is on sys.path when a benchmark runs as a script
 
-from filters.quality_train import fit, load_scorer, precision_at_top, roc_auc
-from filters.text import single_line
+from datafactory.filters.quality_train import fit, load_scorer, precision_at_top, roc_auc
+from datafactory.filters.text import single_line
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BATCH = 256

@@ -28,13 +28,13 @@ import pyarrow as pa
 import sentencepiece as spm
 from timing import best_interleaved, pin_to_one_core  # benchmarks/ is on sys.path when a benchmark runs as a script
 
-from factory.config import TokenizerConfig, parse_config
-from factory.markers import write_marker
-from factory.records import stage_schema
-from factory.shards import shard_schema, token_dtype, write_shard
-from pipelines.common import StagePaths, write_parquet_atomic
-from pipelines.tokenize import pack
-from pipelines.tokenizer import BOS_ID, EOS_ID, PAD_ID, describe, tokenizer_dir, train_sentencepiece
+from datafactory.factory.config import TokenizerConfig, parse_config
+from datafactory.factory.markers import write_marker
+from datafactory.factory.records import stage_schema
+from datafactory.factory.shards import shard_schema, token_dtype, write_shard
+from datafactory.pipelines.common import StagePaths, write_parquet_atomic
+from datafactory.pipelines.tokenize import pack
+from datafactory.pipelines.tokenizer import BOS_ID, EOS_ID, PAD_ID, describe, tokenizer_dir, train_sentencepiece
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -105,14 +105,14 @@ def fake_upstream(build: Path, texts: list[str]) -> None:
 
 
 def beam_stage(build: Path) -> None:
-    from pipelines import tokenize
+    from datafactory.pipelines.registry import run_stage_named
 
     config = parse_config({"inputs": [{"path": "x", "source": "web"}], "num_partitions": 1,
                            "runner": {"direct_running_mode": "in_memory"},
                            "tokenize": {"seq_len": SEQ_LEN, "rows_per_shard": 4096}})
     for marker in (build / "stages" / "tokenize").glob("_SUCCESS*"):
         marker.unlink()
-    tokenize.run(config, build)
+    run_stage_named("tokenize", config, build)
 
 
 def peer(peer_python: str, texts: list[str], work: Path) -> dict | None:

@@ -6,9 +6,17 @@ import os
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 CATALOG_NAME = "catalog.duckdb"
-DOCUMENT_STAGES = ("ingest", "langid", "heuristics", "dedup", "quality")
+TEXT_COLUMNS = ("text", "cleaned_text")  # left out of the stage views: `SELECT *` stays a query about documents
+
+
+def stage_view(parts_glob: str, first_part: Path) -> str:
+    """A stage's view: every column of its parts but the text."""
+    text = [name for name in pq.read_schema(first_part).names if name in TEXT_COLUMNS]
+    exclude = f" EXCLUDE ({', '.join(text)})" if text else ""
+    return f"SELECT *{exclude} FROM read_parquet('{parts_glob}')"
 
 
 def _views(build_dir: Path) -> dict[str, str]:
@@ -19,9 +27,11 @@ def _views(build_dir: Path) -> dict[str, str]:
         views["ledger"] = f"SELECT * FROM read_parquet('{root}/ledger/*.parquet')"
     if (root / "shards" / "index.parquet").exists():
         views["shards"] = f"SELECT * FROM read_parquet('{root}/shards/index.parquet')"
-    for stage in DOCUMENT_STAGES:
-        if any((root / "stages" / stage).glob("part-*.parquet")):
-            views[stage] = f"SELECT * EXCLUDE (text) FROM read_parquet('{root}/stages/{stage}/part-*.parquet')"
+    # One view per stage that has written parts, named after it: the stage registry's stages, found on disk.
+    for stage_dir in sorted(path for path in (root / "stages").glob("*") if path.is_dir()):
+        parts = sorted(stage_dir.glob("part-*.parquet"))
+        if parts:
+            views[stage_dir.name] = stage_view(f"{stage_dir}/part-*.parquet", parts[0])
     if "dedup" in views:
         # Cluster-size histogram: documents without duplicates are clusters of one.
         views["dedup_clusters"] = (
@@ -29,8 +39,6 @@ def _views(build_dir: Path) -> dict[str, str]:
             "SELECT coalesce(minhash_cluster, doc_id) AS cluster, any_value(cluster_size) AS cluster_size "
             f"FROM read_parquet('{root}/stages/dedup/part-*.parquet') GROUP BY ALL) GROUP BY ALL ORDER BY ALL"
         )
-    if any((root / "stages" / "tokenize").glob("part-*.parquet")):
-        views["tokenize"] = f"SELECT * FROM read_parquet('{root}/stages/tokenize/part-*.parquet')"
     if (root / "stages" / "quality" / "buckets.parquet").exists():
         views["quality_buckets"] = f"SELECT * FROM read_parquet('{root}/stages/quality/buckets.parquet')"
     if (root / "manifests" / "plan.parquet").exists():

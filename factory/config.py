@@ -178,6 +178,12 @@ HeuristicsLanguage = type(Strict)(
 )
 
 
+# The settings that change what is measured (how text splits into words and lines, which lines C4 keeps);
+# every other HeuristicRules field is a threshold, applied to stored signals by the cheap `heuristics` stage.
+MEASURING_FIELDS = frozenset({"word_split", "stop_words", "c4_terminal_punct", "c4_end_punctuation",
+                              "c4_min_words_per_line", "c4_max_word_length", "short_line_length"})
+
+
 class HeuristicsConfig(HeuristicRules):
     """Heuristic rule sets; the top-level values apply to every language without its own entry in ``languages``."""
 
@@ -200,6 +206,23 @@ class HeuristicsConfig(HeuristicRules):
             given = values.model_dump(exclude_none=True) if isinstance(values, BaseModel) else values
             merged[lang] = {**merged.get(lang, {}), **given} if isinstance(given, dict) else given
         return merged
+
+    def measuring_settings(self) -> dict:
+        """What the `signals` stage's output depends on: rule sets, C4 line removal, the languages with settings
+        of their own, and each one's measuring fields."""
+        dump = self.model_dump()
+        languages = {lang: {k: v for k, v in entry.items() if k in MEASURING_FIELDS}
+                     for lang, entry in dump.pop("languages").items()}
+        kept = {k: v for k, v in dump.items() if k in MEASURING_FIELDS | {"rule_sets", "c4_remove_lines"}}
+        return kept | {"languages": languages}
+
+    def threshold_settings(self) -> dict:
+        """What the `heuristics` decision depends on beyond the measured signals: every other setting."""
+        dump = self.model_dump()
+        languages = {lang: {k: v for k, v in entry.items() if k not in MEASURING_FIELDS}
+                     for lang, entry in dump.pop("languages").items()}
+        kept = {k: v for k, v in dump.items() if k not in MEASURING_FIELDS | {"rule_sets", "c4_remove_lines"}}
+        return kept | {"languages": languages}
 
     def for_language(self, lang: str | None) -> HeuristicRules:
         """The settings for ``lang``: its entry in ``languages`` over the top level; disabled rules add up."""
@@ -373,11 +396,21 @@ class BuildConfig(Strict):
         parts = {"stage": stage, "seed": self.seed, "num_partitions": self.num_partitions}
         if stage == "ingest":
             parts["inputs"] = [spec.model_dump() for spec in self.inputs]
-        section = self.tokenize.tokenizer if stage == "tokenizer" else getattr(self, stage, None)
-        if section is not None:
-            parts[stage] = section.model_dump()
+        parts[stage] = self.stage_settings(stage)
         blob = json.dumps(parts, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def stage_settings(self, stage: str) -> dict | None:
+        """The settings a stage reads: the section named after it, except the tokenizer (under tokenize) and the
+        two halves of `heuristics:` (measuring for `signals`, thresholds for the `heuristics` decision)."""
+        if stage == "tokenizer":
+            return self.tokenize.tokenizer.model_dump()
+        if stage == "signals":
+            return self.heuristics.measuring_settings()
+        if stage == "heuristics":
+            return self.heuristics.threshold_settings()
+        section = getattr(self, stage, None)
+        return None if section is None else section.model_dump()
 
     def resolve_path(self, path: str) -> str:
         """A path from the config: URLs and absolute paths as they are, relative ones against base_dir."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jsonschema
 
-from factory.shards import sha256_file
+from datafactory.factory.shards import sha256_file
 
 SCHEMA_FILE = "manifest.schema.json"
 
@@ -21,7 +21,7 @@ class ManifestError(ValueError):
 
 @cache
 def manifest_schema() -> dict:
-    text = resources.files("factory").joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8")
+    text = resources.files("datafactory.factory").joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from factory.shards import sha256_file
+from datafactory.factory.shards import sha256_file
 
 MARKER_NAME = "_SUCCESS.json"
 

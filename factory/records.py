@@ -8,7 +8,6 @@ import re
 import pyarrow as pa
 
 KEPT, DROPPED, DUPLICATE, INVALID = "kept", "dropped", "duplicate", "invalid"
-STATUSES = (KEPT, DROPPED, DUPLICATE, INVALID)
 
 # Columns every stage output carries; stages append their own, then `keep` and `reason`.
 DOCUMENT_FIELDS = [
@@ -57,10 +56,11 @@ def input_order(row: dict) -> tuple[str, int, str]:
     return row.get("input_file") or "", int(number.group()) if number else -1, location
 
 
-def stage_schema(previous: pa.Schema | None, added: list[pa.Field]) -> pa.Schema:
-    """Schema of a stage's output: the previous stage's columns (minus its decision) + its own + decision."""
+def stage_schema(previous: pa.Schema | None, added: list[pa.Field], consumed: tuple[str, ...] = ()) -> pa.Schema:
+    """Schema of a stage's output: the previous stage's columns (minus its decision and what it consumed) + its
+    own + decision."""
     base = list(DOCUMENT_FIELDS) if previous is None else [
-        field for field in previous if field.name not in DECISION_COLUMNS
+        field for field in previous if field.name not in DECISION_COLUMNS and field.name not in consumed
     ]
     return pa.schema(base + added + DECISION_FIELDS)
 

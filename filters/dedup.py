@@ -14,8 +14,8 @@ import xxhash
 from datasketch import LeanMinHash, MinHash
 from datasketch.lsh import _optimal_param
 
-from factory.config import DedupConfig, ParagraphDedupConfig
-from filters.text import CJK_DOMINANT_RATIO, is_cjk, is_cjk_dominant, normalize_for_hash, single_line, words
+from datafactory.factory.config import DedupConfig, ParagraphDedupConfig
+from datafactory.filters.text import CJK_DOMINANT_RATIO, is_cjk, is_cjk_dominant, normalize_for_hash, single_line, words
 
 try:  # optional: a compiled kernel for the shingles x permutations step, same results as the numpy one
     import numba
@@ -38,7 +38,7 @@ _WEIGHTS = (
 )
 MAX_NGRAM = len(_WEIGHTS)
 WORD, NO_SPACE, JOINER = 1, 2, 3  # token classes of a code point; 0 separates tokens
-_JOINERS = "'’"  # join two word runs into one token ("don't"), as filters.text.words does
+_JOINERS = "'’"  # join two word runs into one token ("don't"), as datafactory.filters.text.words does
 _FOLD_CANDIDATES = regex.compile(r"[\p{CWCF}\p{NFKC_QC=N}]")
 _WORD_RUNS = regex.compile(r"[\p{L}\p{M}\p{N}]+")
 _PARAGRAPH_BREAK = regex.compile(r"\n[^\S\n]*\n\s*")
@@ -220,7 +220,7 @@ class Shingler:
         count = np.diff(token_bounds)
         cjk = np.r_[0, np.cumsum(classes[starts] == NO_SPACE)][token_bounds]
         in_tokens = np.r_[0, np.cumsum(ends - starts)][token_bounds]
-        # filters.text.is_cjk_dominant: the no-space-script share of token code points
+        # datafactory.filters.text.is_cjk_dominant: the no-space-script share of token code points
         n = np.where(np.diff(cjk) > np.diff(in_tokens) * CJK_DOMINANT_RATIO, self.cjk_ngram, self.ngram)
         hashes = _shingle_hashes(_token_hashes(self.fold[points], starts, ends), count, n)
         return hashes, np.where(count > 0, count - np.minimum(n, count) + 1, 0)

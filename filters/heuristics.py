@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import regex
 
-from factory.config import HeuristicRules, HeuristicsConfig
-from filters import rules_c4, rules_fineweb, rules_gopher
-from filters.langid import base_lang
-from filters.rules_base import Document, Rule
+from datafactory.factory.config import HeuristicRules, HeuristicsConfig
+from datafactory.filters import rules_c4, rules_fineweb, rules_gopher
+from datafactory.filters.langid import base_lang
+from datafactory.filters.rules_base import Document, Rule
 
 Measure = Callable[[Document], dict[str, float]]
 RULE_SETS: dict[str, tuple[Measure, tuple[Rule, ...]]] = {
@@ -29,6 +29,13 @@ _KANA = regex.compile(r"[\p{Hiragana}\p{Katakana}]")
 _HAN = regex.compile(r"\p{Han}")
 _LETTERS = regex.compile(r"[\p{L}\p{N}]")
 HAN_DOMINANT = 0.3  # share of letters above which an unlabelled text is judged as Chinese or Japanese
+
+
+@dataclass(frozen=True)
+class Measurement:
+    signals: dict[str, float]
+    settings_key: str | None  # the ``languages`` entry whose thresholds judge it (None: the top level)
+    cleaned_text: str | None = None  # C4's cleaned text when config.c4_remove_lines changed it
 
 
 @dataclass(frozen=True)
@@ -93,14 +100,24 @@ class HeuristicFilter:
             doc.signals.update(measure(doc))
         return doc, key
 
-    def evaluate(self, text: str, lang: str | None) -> Verdict:
+    def measurement(self, text: str, lang: str | None) -> Measurement:
+        """Every configured rule's signal, the settings key, and C4's cleaned text where it differs: all a later
+        ``judge`` needs, so thresholds can change without measuring again."""
         doc, key = self.measure(text, lang)
-        verdict = self.decide(doc.signals, key)
-        if verdict.keep and self.config.c4_remove_lines and doc.kept_lines is not None:
+        cleaned = None
+        if self.config.c4_remove_lines and doc.kept_lines is not None:
             cleaned = "\n".join(doc.kept_lines).strip()
-            if cleaned != text:
-                return Verdict(True, None, verdict.signals, text=cleaned)
+        return Measurement(doc.signals, key, cleaned if cleaned != text else None)
+
+    def judge(self, measurement: Measurement) -> Verdict:
+        """The verdict on a stored measurement; a kept document takes C4's cleaned text when there is one."""
+        verdict = self.decide(measurement.signals, measurement.settings_key)
+        if verdict.keep and measurement.cleaned_text is not None:
+            return Verdict(True, None, verdict.signals, text=measurement.cleaned_text)
         return verdict
+
+    def evaluate(self, text: str, lang: str | None) -> Verdict:
+        return self.judge(self.measurement(text, lang))
 
     def failures(self, signals: Mapping[str, float], lang: str | None = None) -> list[str]:
         """Every rule the signals break under the thresholds of ``lang``, in evaluation order."""

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factory.config import LangidConfig
-from filters.ftmodel import load_fasttext_model
-from filters.text import single_line
-from filters.zh_script import chinese_script
+from datafactory.factory.config import LangidConfig
+from datafactory.filters.ftmodel import load_fasttext_model
+from datafactory.filters.text import single_line
+from datafactory.filters.zh_script import chinese_script
 
 UNDETERMINED = "und"
 _LABEL_PREFIX = "__label__"

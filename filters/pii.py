@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import regex
 
-from factory.config import PiiConfig
+from datafactory.factory.config import PiiConfig
 
 # Local part and domain per RFC 5322's common subset; the domain needs a dot and a 2+ letter top level,
 # so "user@localhost" and "a@b" (code, handles) are left alone.

@@ -5,6 +5,8 @@ Text is shown to fastText lowercased, NFKC-normalised, on one line, with CJK cha
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import re
 import tempfile
@@ -13,10 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from factory.config import QualityConfig
-from filters.ftmodel import load_fasttext_model, train_supervised_file
+from datafactory.filters.ftmodel import load_fasttext_model, train_supervised_file
 
 HQ, LQ = "hq", "lq"
 LABEL_PREFIX = "__label__"
@@ -156,11 +155,15 @@ def bucket_for(score: float, low_cut: float, high_cut: float) -> Bucket:
     return "mid"
 
 
-def bucket_cuts(scores: Iterable[float], config: QualityConfig) -> tuple[float, float]:
-    """(low_cut, high_cut) putting about bottom_fraction of ``scores`` in "low" and top_fraction in "high"."""
-    values = np.fromiter(scores, dtype=np.float64)
-    if values.size == 0:
-        return 0.0, 1.0
-    low = float(np.quantile(values, config.bottom_fraction))
-    high = float(np.quantile(values, 1.0 - config.top_fraction))
-    return low, max(low, high)
+BOOTSTRAP_EXAMPLES = Path(__file__).parent / "data" / "quality_bootstrap.jsonl.gz"
+BOOTSTRAP_LABEL = "built-in bootstrap classifier (synthetic hq/lq examples, not real web data: set quality.model)"
+
+
+def bootstrap_examples() -> list[tuple[str, str]]:
+    """The labelled examples behind the classifier a build uses when its config names no quality model.
+
+    A frozen, synthetic set (written sentences vs generated boilerplate, spam and short pages in seven languages):
+    enough to rank obvious junk, not a model of real web quality. Builds say so when they fall back to it.
+    """
+    with gzip.open(BOOTSTRAP_EXAMPLES, "rt", encoding="utf-8") as lines:
+        return [(record["text"], record["label"]) for record in map(json.loads, lines)]

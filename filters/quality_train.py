@@ -21,8 +21,8 @@ import numpy as np
 import xxhash
 import zstandard
 
-from filters.lm_quality import Calibration, LMRatioScorer, train_lm_ratio
-from filters.quality import HQ, LQ, QualityScorer, train_classifier
+from datafactory.filters.lm_quality import Calibration, LMRatioScorer, train_lm_ratio
+from datafactory.filters.quality import HQ, LQ, QualityScorer, train_classifier
 
 Kind = Literal["fasttext", "lm_ratio"]
 KINDS: tuple[str, ...] = ("fasttext", "lm_ratio")

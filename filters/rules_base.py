@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
-from factory.config import HeuristicRules
-from filters.segment import Words, split_words
+from datafactory.factory.config import HeuristicRules
+from datafactory.filters.segment import Words, split_words
 
 
 @dataclass(frozen=True)

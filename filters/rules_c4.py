@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from filters.rules_base import Document, Rule, ratio
-from filters.segment import count_sentences
-from filters.text import words as cjk_aware_words
+from datafactory.filters.rules_base import Document, Rule, ratio
+from datafactory.filters.segment import count_sentences
+from datafactory.filters.text import words as cjk_aware_words
 
 RULES = (
     Rule("c4_lorem_ipsum", "c4_lorem_ipsum", "max", "max_lorem_ipsum_lines"),

@@ -3,8 +3,8 @@ fineweb_quality_filter.py measures them."""
 
 from __future__ import annotations
 
-from filters.rules_base import Document, Rule, duplicates, ratio
-from filters.segment import SENTENCE_TERMINALS
+from datafactory.filters.rules_base import Document, Rule, duplicates, ratio
+from datafactory.filters.segment import SENTENCE_TERMINALS
 
 RULES = (
     Rule("fineweb_line_punct_ratio", "line_punct_ratio", "min", "min_line_punct_ratio"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from filters.rules_base import Document, Rule, duplicates, ratio
+from datafactory.filters.rules_base import Document, Rule, duplicates, ratio
 
 # Gopher's "bullet point": datatrove checks "•" and "-"; the other common bullet glyphs count too.
 BULLETS = ("•", "-", "‣", "◦", "●", "○", "▪", "■", "►", "▶")

@@ -17,7 +17,7 @@ from typing import Literal
 
 import regex
 
-from filters.text import words_and_marks
+from datafactory.filters.text import words_and_marks
 
 WordSplit = Literal["spaces", "jieba", "chars"]
 

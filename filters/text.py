@@ -22,27 +22,11 @@ _TOKEN = regex.compile(
     flags=regex.V1,
 )
 _TOKEN_OR_MARK = regex.compile(_TOKEN.pattern + r"|[^\s]", flags=regex.V1)
-_LINE_BREAKS = regex.compile(r"\r\n|[\r\v\f\x1c-\x1e\x85\u2028\u2029]")
-_CONTROL = regex.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]")
-_HSPACE = regex.compile(r"[^\S\n]+")
-_BLANK_RUNS = regex.compile(r"\n{4,}")
 _HASH_DROP = regex.compile(r"[\p{P}\p{S}\p{Cf}]+")
 _DIGITS = regex.compile(r"\p{Nd}+")
 
-MAX_BLANK_LINES = 2
 # Above this share of no-space-script characters a text is treated as CJK (character-level) text.
 CJK_DOMINANT_RATIO = 0.3
-
-
-def normalize_whitespace(text: str) -> str:
-    """NFC; unify line breaks; collapse spaces/tabs; strip lines; keep at most 2 blank lines in a row."""
-    text = unicodedata.normalize("NFC", text)
-    text = _LINE_BREAKS.sub("\n", text)
-    text = _CONTROL.sub("", text)
-    lines = [_HSPACE.sub(" ", line).strip() for line in text.split("\n")]
-    text = "\n".join(lines)
-    text = _BLANK_RUNS.sub("\n" * (MAX_BLANK_LINES + 1), text)
-    return text.strip("\n")
 
 
 def single_line(text: str) -> str:

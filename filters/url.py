@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from factory.config import UrlFilterConfig
+from datafactory.factory.config import UrlFilterConfig
 
 BLOCKED_DOMAIN = "url_blocked_domain"
 BANNED_WORD = "url_banned_word"

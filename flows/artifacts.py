@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from factory.catalog import CATALOG_NAME, query
-from factory.shards import read_index
+from datafactory.factory.catalog import CATALOG_NAME, query
+from datafactory.factory.shards import read_index
 
 if TYPE_CHECKING:  # only the result types: Beam and torch stay out of the plan and train flows' imports
-    from pipelines.common import StageResult
-    from trainer.train import TrainResult
+    from datafactory.pipelines.common import StageResult
+    from datafactory.trainer.train import TrainResult
 
 
 def artifact_key(*parts: str) -> str:

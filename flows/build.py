@@ -1,39 +1,28 @@
-"""Prefect flow `build-corpus`: one task per stage, each skipped when its completion marker matches."""
+"""Prefect flow `build-corpus`: one task per stage of the registry, each skipped when its completion marker matches."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from rich.console import Console
 
-from factory.catalog import build_catalog
-from factory.config import BuildConfig, load_config
-from factory.report import write_report
-from flows.artifacts import artifact_key, build_markdown, stage_markdown
-from flows.cache import FixedKey, StageCacheState, stage_cache_state
-from flows.lock import run_lock
-from flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
-from pipelines import dedup, heuristics, ingest, langid, quality, tokenize, tokenizer
-from pipelines.common import StageResult
-from pipelines.readers import resolve_inputs
+from datafactory.factory.catalog import build_catalog
+from datafactory.factory.config import BuildConfig, load_config
+from datafactory.flows.artifacts import artifact_key, build_markdown, stage_markdown
+from datafactory.flows.lock import run_lock
+from datafactory.flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
+from datafactory.pipelines import registry
+from datafactory.pipelines.common import StageResult
+from datafactory.pipelines.readers import resolve_inputs
 
-STAGES: list[tuple[str, Callable[[BuildConfig, Path], StageResult]]] = [
-    ("ingest", ingest.run),
-    ("langid", langid.run),
-    ("heuristics", heuristics.run),
-    ("dedup", dedup.run),
-    ("quality", quality.run),
-    ("tokenizer", tokenizer.run),
-    ("tokenize", tokenize.run),
-]
 
 @contextlib.contextmanager
 def stderr_to(log_path: Path) -> Iterator[None]:
@@ -51,28 +40,20 @@ def stderr_to(log_path: Path) -> Iterator[None]:
         os.close(saved)
 
 
+# Resuming is the stage markers' job alone (pipelines.common.run_stage): Prefect caches nothing, so a build reads
+# its inputs once to decide what to skip, and a stage whose outputs were deleted can never be served from a cache.
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
-      retry_condition_fn=retry_if_transient)
-def run_stage_task(stage: str, config: BuildConfig, build_dir: str) -> StageResult:
-    runner = dict(STAGES)[stage]
-    return runner(config, Path(build_dir))
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+def run_stage_task(stage: registry.Stage, config: BuildConfig, build_dir: str) -> StageResult:
+    return stage.execute(config, Path(build_dir))
 
 
-def submit_stage(stage: str, config: BuildConfig, build_dir: Path) -> StageResult:
-    """Run one stage task, served from Prefect's cache when the stage's marker matches its config and inputs."""
-    try:
-        cache = stage_cache_state(stage, config, build_dir)
-    except OSError:  # unreadable inputs: no cache key; the task meets the error itself, under its retry policy
-        cache = StageCacheState(key="", done=False)
-    state = run_stage_task.with_options(name=stage, cache_policy=FixedKey(key=cache.key), refresh_cache=not cache.done)(
-        stage, config, str(build_dir), return_state=True
-    )
-    result = state.result()  # raises the stage's error once retries are exhausted
-    if state.name == "Cached":
-        result = dataclasses.replace(result, skipped=True, seconds=0.0)
+def submit_stage(stage: registry.Stage, config: BuildConfig, build_dir: Path) -> StageResult:
+    """Run one stage as a Prefect task (skipped inside when its marker matches), and record its summary."""
+    result = run_stage_task.with_options(name=stage.name)(stage, config, str(build_dir))
     create_markdown_artifact(
-        key=artifact_key(stage, "summary"), markdown=stage_markdown(result, build_dir),
-        description=f"{stage} stage of {build_dir.resolve()}",
+        key=artifact_key(stage.name, "summary"), markdown=stage_markdown(result, build_dir),
+        description=f"{stage.name} stage of {build_dir.resolve()}",
     )
     return result
 
@@ -91,27 +72,29 @@ def progress_line(result: StageResult) -> str:
 
 
 def run_stages(config: BuildConfig, build_dir: Path) -> list[StageResult]:
-    """Run every stage in order, showing progress on the terminal while worker logs go to DIR/logs/."""
+    """Run every registered stage in order, showing progress on the terminal while worker logs go to DIR/logs/."""
     results = []
+    stages = registry.STAGES
     with os.fdopen(os.dup(2), "w", buffering=1) as terminal:
         console = Console(file=terminal)
-        for number, (stage, _) in enumerate(STAGES, start=1):
-            log_path = build_dir / "logs" / f"{stage}.log"
-            with console.status(f"({number}/{len(STAGES)}) {stage} running… (worker log: {log_path})"):
+        for number, stage in enumerate(stages, start=1):
+            log_path = build_dir / "logs" / f"{stage.name}.log"
+            with console.status(f"({number}/{len(stages)}) {stage.name} running… (worker log: {log_path})"):
                 try:
                     with stderr_to(log_path):
                         result = submit_stage(stage, config, build_dir)
                 except Exception:
-                    console.print(f"[red]✗ {stage} failed[/red]; worker log: {log_path}")
+                    console.print(f"[red]✗ {stage.name} failed[/red]; worker log: {log_path}")
                     raise
-            console.print(f"({number}/{len(STAGES)}) " + progress_line(result))
+            console.print(f"({number}/{len(stages)}) " + progress_line(result))
             results.append(result)
     return results
 
 
 @flow(name="build-corpus")
 def build_corpus(config_path: str, out_dir: str) -> list[StageResult]:
-    """Build a corpus from a YAML config into out_dir: stages, then the DuckDB catalog."""
+    """Build a corpus from a YAML config into out_dir: stages, then the DuckDB catalog (the HTML report is the
+    app layer's: `factory build` writes it after this flow)."""
     config = load_config(config_path)
     resolve_inputs(config)  # a missing input fails here, before any work
     build_dir = Path(out_dir)
@@ -120,7 +103,6 @@ def build_corpus(config_path: str, out_dir: str) -> list[StageResult]:
         start = time.perf_counter()
         results = run_stages(config, build_dir)
         build_catalog(build_dir)
-        write_report(build_dir)  # before the summary, which links it when present
         create_markdown_artifact(
             key="build-summary", markdown=build_markdown(build_dir, results, time.perf_counter() - start),
             description=f"build of {build_dir.resolve()}",

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from factory.catalog import build_catalog
-from flows.artifacts import plan_markdown
-from flows.lock import run_lock
-from flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
+from datafactory.factory.catalog import build_catalog
+from datafactory.flows.artifacts import plan_markdown
+from datafactory.flows.lock import run_lock
+from datafactory.flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
@@ -19,8 +19,8 @@ from flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
 def plan_task(build_dir: str, policy_path: str | None) -> dict[str, str]:
     """Deterministic and seconds long, so it is recomputed on every run rather than cached: same inputs, same bytes."""
     # Imported here so a planner that fails to import breaks plan runs only, not the build deployment beside them.
-    from mixtures.planner import plan
-    from mixtures.policy import load_policy
+    from datafactory.mixtures.planner import plan
+    from datafactory.mixtures.policy import load_policy
 
     written = plan(Path(build_dir), load_policy(policy_path))
     build_catalog(build_dir)  # adds the `plan` view (again, if the planner already did)

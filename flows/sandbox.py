@@ -24,12 +24,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from factory.manifest import dump_manifest
-from flows.lock import dir_lock
-from flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
-from mixtures.planner import build_tokenizer, load_index
-from mixtures.policy import Policy, load_policy
-from mixtures.sandbox import (
+from datafactory.factory.manifest import dump_manifest
+from datafactory.flows.lock import dir_lock
+from datafactory.flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
+from datafactory.mixtures.planner import build_tokenizer, load_index
+from datafactory.mixtures.policy import Policy, load_policy
+from datafactory.mixtures.sandbox import (
     UNITS,
     MixtureSpace,
     Proposal,
@@ -49,7 +49,7 @@ from mixtures.sandbox import (
 )
 
 if TYPE_CHECKING:  # torch loads only where a proxy trains
-    from trainer.model import ModelConfig
+    from datafactory.trainer.model import ModelConfig
 
 SANDBOX_DIR = "sandbox"
 MANIFEST_ROOT = ".."  # manifests sit in DIR/sandbox: a manifest's root must be its folder or the one above
@@ -90,7 +90,7 @@ class ProxyRun:
 
 def model_config(spec: str | dict[str, Any]) -> ModelConfig:
     """A preset name or config file, or ModelConfig fields over a preset (`preset:`, default "test")."""
-    from trainer.model import load_model_config
+    from datafactory.trainer.model import load_model_config
 
     if isinstance(spec, dict):
         fields = dict(spec)
@@ -113,8 +113,8 @@ def proxy_run(run: ProxyRun) -> dict:
         return json.loads(done.read_text())
     import torch  # loaded only where a proxy trains
 
-    from trainer.evaluate import evaluate
-    from trainer.train import train
+    from datafactory.trainer.evaluate import evaluate
+    from datafactory.trainer.train import train
 
     if out.exists() and (not key_file.exists() or key_file.read_text() != key):
         shutil.rmtree(out)
@@ -166,7 +166,7 @@ def cpu_threads(workers: int, device: str) -> int | None:
 
 def params_of(spec: str | dict[str, Any], vocab_size: int, seq_len: int) -> int:
     """Non-embedding parameters (Kaplan et al.'s N) of a proxy size on this build's vocabulary."""
-    from trainer.model import param_count
+    from datafactory.trainer.model import param_count
 
     config = dataclasses.replace(model_config(spec), vocab_size=vocab_size, seq_len=seq_len)
     return param_count(config, include_embedding=False)

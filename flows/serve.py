@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -11,11 +10,11 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from factory.config import load_config
-from flows.build import build_corpus
-from flows.plan import plan_mixture
-from flows.server import LOCALHOST, local_server
-from flows.train import train_flow
+from datafactory.factory.config import load_config
+from datafactory.flows.build import build_corpus
+from datafactory.flows.plan import plan_mixture
+from datafactory.flows.server import LOCALHOST, local_server
+from datafactory.flows.train import train_flow
 
 DEPLOYMENT_TAGS = ["datafactory"]
 
@@ -64,21 +63,10 @@ def serve_deployments(config_path: Path, out_dir: Path, name: str | None = None,
     serve(*deployments, limit=limit)
 
 
-def demo_config(out_dir: Path) -> Path:
-    """The built-in demo corpus's config, written into OUT/input the first time."""
-    config = out_dir / "input" / "demo.yaml"
-    if not config.exists():
-        from factory.demo import write_demo_corpus
-
-        write_demo_corpus(out_dir / "input")
-    return config
-
-
-def run_serve(config: Path | None, out: Path, name: str | None = None, schedule: str | None = None,
+def run_serve(config: Path, out: Path, name: str | None = None, schedule: str | None = None,
               timezone: str = "UTC", policy: Path | None = None, limit: int | None = None, server: bool = False,
               port: int = 4200, prefect_home: Path | None = None) -> None:
-    """`factory serve` / `make ui`: serve the deployments (config None: the demo corpus), optionally with a server."""
-    config = config or demo_config(out)
+    """`factory serve` / `make ui`: serve the deployments, optionally with a local server."""
     if not server:
         serve_deployments(config, out, name, schedule, timezone, policy, limit)
         return
@@ -91,28 +79,3 @@ def run_serve(config: Path | None, out: Path, name: str | None = None, schedule:
         print(f"Prefect UI: http://{LOCALHOST}:{port}  (Ctrl-C stops the deployments and the server)", flush=True)
         with temporary_settings(updates={PREFECT_API_URL: url}):
             serve_deployments(config, out, name, schedule, timezone, policy, limit)
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__)
-    parser.add_argument("config", nargs="?", type=Path, help="build config YAML (default: the demo corpus)")
-    parser.add_argument("--out", type=Path, default=Path("build"), help="build directory the deployments use")
-    parser.add_argument("--name", help="deployment name (default: the config's file stem)")
-    parser.add_argument("--schedule", help="cron for build-corpus, e.g. '0 3 * * *'; overrides the config's")
-    parser.add_argument("--timezone", default="UTC", help="IANA time zone of --schedule")
-    parser.add_argument("--policy", type=Path, help="mixture policy YAML for plan-mixture")
-    parser.add_argument("--limit", type=int, help="most flow runs at once (default: no limit)")
-    parser.add_argument("--server", action="store_true", help=f"also start a local Prefect server on {LOCALHOST}")
-    parser.add_argument("--port", type=int, default=4200, help="port of the local server (with --server)")
-    parser.add_argument("--prefect-home", type=Path, help="PREFECT_HOME of the local server (database, results)")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    run_serve(args.config, args.out, args.name, args.schedule, args.timezone, args.policy, args.limit, args.server,
-              args.port, args.prefect_home)
-
-
-if __name__ == "__main__":
-    main()

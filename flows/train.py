@@ -7,9 +7,9 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.artifacts import train_markdown
-from flows.lock import run_lock
-from flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
+from datafactory.flows.artifacts import train_markdown
+from datafactory.flows.lock import run_lock
+from datafactory.flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
@@ -17,7 +17,7 @@ from flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
 def train_task(manifest: str, out_dir: str, model: str, batch_size: int, max_steps: int | None, compile: bool,
                anneal_from: str | None) -> dict:
     """Not cached: the trainer resumes from the latest checkpoint in out_dir, so a retry or rerun continues."""
-    from trainer.train import train  # torch loads only in the run that trains
+    from datafactory.trainer.train import train  # torch loads only in the run that trains
 
     result = train(manifest, model=model, out_dir=out_dir, batch_size=batch_size, max_steps=max_steps,
                    anneal_from=anneal_from, compile=compile)

@@ -7,9 +7,9 @@ import json
 import math
 from pathlib import Path
 
-from factory.manifest import check_manifest_files, load_manifest
-from factory.shards import INDEX_NAME, read_index
-from mixtures.planner import TOKENIZER_INFO, TOKENIZER_KEYS
+from datafactory.factory.manifest import check_manifest_files, load_manifest
+from datafactory.factory.shards import INDEX_NAME, read_index
+from datafactory.mixtures.planner import TOKENIZER_INFO, TOKENIZER_KEYS
 
 EPOCHS_TOLERANCE = 1e-6  # manifests round epochs to 6 decimals
 

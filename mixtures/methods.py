@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from mixtures.policy import Method
+from datafactory.mixtures.policy import Method
 
 
 class InfeasiblePlan(ValueError):

@@ -13,11 +13,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from factory.catalog import build_catalog, query
-from factory.manifest import dump_manifest
-from factory.shards import INDEX_NAME, read_index
-from mixtures.methods import InfeasiblePlan, Supply, allocate, exact
-from mixtures.policy import PhaseRules, Policy
+from datafactory.factory.catalog import build_catalog, query
+from datafactory.factory.manifest import dump_manifest
+from datafactory.factory.shards import INDEX_NAME, read_index
+from datafactory.mixtures.methods import InfeasiblePlan, Supply, allocate, exact
+from datafactory.mixtures.policy import PhaseRules, Policy
 
 TOKENIZER_INFO = Path("tokenizer") / "tokenizer.json"
 TOKENIZER_KEYS = ("path", "sha256", "vocab_size", "bos_id", "eos_id", "pad_id")

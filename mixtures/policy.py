@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from factory.config import ConfigError, describe_validation_error
+from datafactory.factory.config import ConfigError, describe_validation_error
 
 Method = Literal["natural", "temperature", "unimax"]
 Bucket = Literal["high", "mid", "low"]

@@ -15,9 +15,9 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 
-from mixtures.methods import InfeasiblePlan, exact, largest_remainder
-from mixtures.planner import group_key, make_groups, phase_manifest, plan_anneal, plan_stable, supplies
-from mixtures.policy import Policy, SandboxRules, TargetSet
+from datafactory.mixtures.methods import InfeasiblePlan, exact, largest_remainder
+from datafactory.mixtures.planner import group_key, make_groups, phase_manifest, plan_anneal, plan_stable, supplies
+from datafactory.mixtures.policy import Policy, SandboxRules, TargetSet
 
 UNITS = 10_000  # mixtures are whole multiples of 1/UNITS, so a proposal's shares are exact decimals in its policy
 EXPLORE = 0.25  # share of the Dirichlet's mean spread uniformly, so components the prior starves still get tried

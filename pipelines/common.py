@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -18,9 +17,17 @@ import xxhash
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 
-from factory.config import BuildConfig, RunnerConfig
-from factory.markers import is_done, marker_digest, read_marker, reset_paths, write_marker
-from factory.records import DECISION_COLUMNS, DROPPED, KEPT, LEDGER_SCHEMA, input_order, ledger_row, stage_schema
+from datafactory.factory.config import BuildConfig, RunnerConfig
+from datafactory.factory.markers import is_done, read_marker, reset_paths, write_marker
+from datafactory.factory.records import (
+    DECISION_COLUMNS,
+    DROPPED,
+    KEPT,
+    LEDGER_SCHEMA,
+    input_order,
+    ledger_row,
+    stage_schema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -261,27 +268,39 @@ def check_conservation(stage: str, counts: dict, upstream: StagePaths | None) ->
                             f"{expected:,}; the runner lost or repeated elements (no marker written)")
 
 
-def run_stage(
-    config: BuildConfig,
-    paths: StagePaths,
-    upstream: StagePaths | None,
-    input_hash: str | None,
-    body: Callable[[], dict],
-    extra_outputs: Callable[[], list[Path]] = list,
-) -> StageResult:
-    """Skip a stage whose marker matches; otherwise clear its leftovers, run it, and write its marker last."""
-    config_hash = config.stage_hash(paths.stage)
-    upstream_hash = "" if upstream is None else marker_digest(upstream.stage_dir)
-    input_hash = hashlib.sha256(f"{upstream_hash}:{input_hash or ''}".encode()).hexdigest()
-    if is_done(paths.stage_dir, config_hash, input_hash):
-        return StageResult(paths.stage, read_marker(paths.stage_dir)["counts"], True, 0.0)
+@dataclass(frozen=True)
+class StageRun:
+    """What the stage registry hands a stage's run function: the build, the stage's name, the stage whose kept
+    documents it reads (None: it reads the raw inputs) and its input digest, computed once for this run."""
+
+    config: BuildConfig
+    build_dir: Path
+    stage: str
+    reads: str | None
+    input_hash: str
+
+    @property
+    def paths(self) -> StagePaths:
+        return StagePaths(self.build_dir, self.stage)
+
+    @property
+    def previous(self) -> StagePaths | None:
+        return None if self.reads is None else StagePaths(self.build_dir, self.reads)
+
+
+def run_stage(job: StageRun, body: Callable[[], dict], extra_outputs: Callable[[], list[Path]] = list) -> StageResult:
+    """Skip a stage whose marker matches its config hash and input digest; otherwise clear its leftovers, run it,
+    and write its marker last. This is the build's one resume mechanism."""
+    paths, config_hash = job.paths, job.config.stage_hash(job.stage)
+    if is_done(paths.stage_dir, config_hash, job.input_hash):
+        return StageResult(job.stage, read_marker(paths.stage_dir)["counts"], True, 0.0)
     start = time.perf_counter()
     reset_paths(paths.stage_dir, paths.ledger_leftovers())
     counts = body()
-    check_conservation(paths.stage, counts, upstream)
+    check_conservation(job.stage, counts, job.previous)
     outputs = paths.parts() + paths.ledger_parts() + extra_outputs()
-    write_marker(paths.build_dir, paths.stage_dir, paths.stage, config_hash, input_hash, counts, outputs)
-    return StageResult(paths.stage, counts, False, time.perf_counter() - start)
+    write_marker(job.build_dir, paths.stage_dir, job.stage, config_hash, job.input_hash, counts, outputs)
+    return StageResult(job.stage, counts, False, time.perf_counter() - start)
 
 
 class _Leaves(PipelineVisitor):
@@ -331,17 +350,16 @@ class AnnotateBatch(beam.DoFn):
 
 
 def run_document_stage(
-    config: BuildConfig,
-    build_dir: Path,
-    stage: str,
-    upstream: str,
+    job: StageRun,
     added: list[pa.Field],
     make_dofn: Callable[[], AnnotateBatch],
     batch_size: int = 256,
+    consumed: tuple[str, ...] = (),
 ) -> StageResult:
-    """A stage that reads the upstream survivors, annotates them in batches, and writes keep/drop per document."""
-    paths, previous = StagePaths(build_dir, stage), StagePaths(build_dir, upstream)
-    schema = stage_schema(pq.read_schema(previous.parts()[0]), added)
+    """A stage that reads the upstream survivors, annotates them in batches, and writes keep/drop per document;
+    ``consumed`` upstream columns are not carried on."""
+    paths, previous, config = job.paths, job.previous, job.config
+    schema = stage_schema(pq.read_schema(previous.parts()[0]), added, consumed)
     total = config.num_partitions
 
     def body() -> dict:
@@ -356,4 +374,4 @@ def run_document_stage(
         fill_empty_partitions(paths, schema, total)
         return decision_counts(paths)
 
-    return run_stage(config, paths, previous, None, body)
+    return run_stage(job, body)

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from factory.config import BuildConfig, DedupConfig, ParagraphDedupConfig
-from factory.records import DROPPED, DUPLICATE, stage_schema
-from filters.dedup import (
+from datafactory.factory.config import DedupConfig, ParagraphDedupConfig
+from datafactory.factory.records import DROPPED, DUPLICATE, stage_schema
+from datafactory.filters.dedup import (
     SCHEME,
     MinHasher,
     band_keys,
@@ -28,9 +28,10 @@ from filters.dedup import (
     strip_repeated_units,
     unit_keys,
 )
-from pipelines.common import (
+from datafactory.pipelines.common import (
     StagePaths,
     StageResult,
+    StageRun,
     SumAlways,
     WriteStage,
     decision_counts,
@@ -45,7 +46,6 @@ from pipelines.common import (
     write_parquet_atomic,
 )
 
-STAGE = "dedup"
 FIELDS = [
     pa.field("minhash_cluster", pa.string()),  # the cluster's survivor; null for documents without duplicates
     pa.field("cluster_size", pa.int32()),
@@ -106,7 +106,7 @@ SURVIVOR, EDGE = "survivor", "edge"
 
 def exact_groups(element: tuple[str, Iterable[dict]]) -> Iterable[tuple[str, dict | Edge]]:
     """Each exact-key group's smallest node goes on to MinHash (SURVIVOR, key); the others get an edge to it
-    (EDGE, edge), split by `only` (not tagged outputs: see pipelines.common.only)."""
+    (EDGE, edge), split by `only` (not tagged outputs: see datafactory.pipelines.common.only)."""
     _, keys = element
     anchor = min(key["node"] for key in keys)
     for key in keys:
@@ -412,8 +412,8 @@ def count_edges(directory: Path) -> int:
     return sum(pq.read_metadata(path).num_rows for path in directory.glob("part-*.parquet"))
 
 
-def run(config: BuildConfig, build_dir: Path) -> StageResult:
-    paths, previous = StagePaths(build_dir, STAGE), StagePaths(build_dir, "heuristics")
+def run(job: StageRun) -> StageResult:
+    config, paths, previous = job.config, job.paths, job.previous
     schema = stage_schema(pq.read_schema(previous.parts()[0]), FIELDS)
     dedup, total = config.dedup, config.num_partitions
     work = paths.stage_dir / "_work"
@@ -458,4 +458,4 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
         shutil.rmtree(work)
         return counts
 
-    return run_stage(config, paths, previous, None, body)
+    return run_stage(job, body)

@@ -1,23 +1,20 @@
-"""Heuristic-rules stage: every rule's measured value is stored; the first failing rule names the drop.
+"""Heuristics stage: keep or drop on the stored signals against the configured thresholds; the first failing
+rule names the drop. Cheap: it measures nothing, so a threshold change re-runs only this and what follows.
 
 With ``heuristics.c4_remove_lines`` a kept document's text becomes C4's cleaned text for every later stage.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from datafactory.factory.config import HeuristicsConfig
+from datafactory.filters.heuristics import HeuristicFilter, Measurement
+from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, run_document_stage
 
-import pyarrow as pa
-
-from factory.config import BuildConfig, HeuristicsConfig
-from filters.heuristics import HeuristicFilter
-from pipelines.common import AnnotateBatch, StageResult, run_document_stage
-
-STAGE = "heuristics"
-FIELDS = [pa.field("signals", pa.map_(pa.string(), pa.float64()))]
+FIELDS: list = []  # the decision columns only; `signals` and `rules_lang` come from the signals stage
+CONSUMED = ("cleaned_text",)  # folded into `text` here, not carried further
 
 
-class ApplyRules(AnnotateBatch):
+class ApplyThresholds(AnnotateBatch):
     def __init__(self, config: HeuristicsConfig) -> None:
         self.config = config
         self.rules: HeuristicFilter | None = None
@@ -27,13 +24,13 @@ class ApplyRules(AnnotateBatch):
 
     def annotate(self, rows: list[dict]) -> list[dict]:
         for row in rows:
-            verdict = self.rules.evaluate(row["text"], row["lang"])
-            row.update(signals=sorted(verdict.signals.items()), keep=verdict.keep, reason=verdict.reason,
-                       detail=verdict.value)
+            measured = Measurement(dict(row["signals"]), row["rules_lang"], row.pop("cleaned_text"))
+            verdict = self.rules.judge(measured)
+            row.update(keep=verdict.keep, reason=verdict.reason, detail=verdict.value)
             if verdict.text is not None:
                 row["text"] = verdict.text
         return rows
 
 
-def run(config: BuildConfig, build_dir: Path) -> StageResult:
-    return run_document_stage(config, build_dir, STAGE, "langid", FIELDS, lambda: ApplyRules(config.heuristics))
+def run(job: StageRun) -> StageResult:
+    return run_document_stage(job, FIELDS, lambda: ApplyThresholds(job.config.heuristics), consumed=CONSUMED)

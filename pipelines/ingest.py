@@ -9,22 +9,20 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from factory.config import BuildConfig
-from factory.records import DROPPED, INVALID, stage_schema
-from filters.pii import PiiRedactor
-from filters.url import UrlFilter
-from pipelines.common import (
-    StagePaths,
+from datafactory.factory.config import BuildConfig
+from datafactory.factory.records import DROPPED, INVALID, stage_schema
+from datafactory.filters.pii import PiiRedactor
+from datafactory.filters.url import UrlFilter
+from datafactory.pipelines.common import (
     StageResult,
+    StageRun,
     WriteStage,
     decision_counts,
     fill_empty_partitions,
     run_beam,
     run_stage,
 )
-from pipelines.readers import RecordReader, display_path, inputs_digest, resolve_inputs
-
-STAGE = "ingest"
+from datafactory.pipelines.readers import RecordReader, display_path, inputs_digest, resolve_inputs
 
 
 class ReadInputFile(beam.DoFn):
@@ -73,9 +71,17 @@ def unique_ids(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def run(config: BuildConfig, build_dir: Path) -> StageResult:
+ADDS = tuple(field.name for field in stage_schema(None, []))
+
+
+def input_files_digest(config: BuildConfig, build_dir: Path) -> str:
+    """The bytes of every input file, read once per build run to decide whether ingest is done."""
+    return inputs_digest(resolve_inputs(config))
+
+
+def run(job: StageRun) -> StageResult:
+    config, paths = job.config, job.paths
     files = resolve_inputs(config)
-    paths = StagePaths(build_dir, STAGE)
     schema = stage_schema(None, [])
 
     def body() -> dict:
@@ -91,4 +97,4 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
         fill_empty_partitions(paths, schema, config.num_partitions)
         return decision_counts(paths)
 
-    return run_stage(config, paths, None, inputs_digest(files), body)
+    return run_stage(job, body)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 
-from factory.config import BuildConfig, LangidConfig
-from filters.langid import LanguageIdentifier, keep_language
-from pipelines.common import AnnotateBatch, StageResult, run_document_stage
+from datafactory.factory.config import LangidConfig
+from datafactory.filters.langid import LanguageIdentifier, keep_language
+from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, run_document_stage
 
-STAGE = "langid"
 FIELDS = [
     pa.field("lang", pa.string()),
     pa.field("lang_score", pa.float32()),
@@ -38,8 +35,8 @@ class IdentifyLanguage(AnnotateBatch):
         return rows
 
 
-def run(config: BuildConfig, build_dir: Path) -> StageResult:
-    langid = config.langid
+def run(job: StageRun) -> StageResult:
+    langid = job.config.langid
     if langid.model:  # relative to the config file, like every path in it
-        langid = langid.model_copy(update={"model": config.resolve_path(langid.model)})
-    return run_document_stage(config, build_dir, STAGE, "ingest", FIELDS, lambda: IdentifyLanguage(langid))
+        langid = langid.model_copy(update={"model": job.config.resolve_path(langid.model)})
+    return run_document_stage(job, FIELDS, lambda: IdentifyLanguage(langid))

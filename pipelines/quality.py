@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,17 +12,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from factory.config import BuildConfig, QualityConfig, ScorerSpec
-from factory.demo import quality_training_examples
-from factory.records import DROPPED, stage_schema
-from factory.shards import sha256_file
-from filters.lm_quality import REFERENCE_SUFFIX
-from filters.quality import bucket_for, train_classifier
-from filters.quality_train import Scorer, load_scorer, sidecar_path
-from pipelines.common import (
+from datafactory.factory.config import BuildConfig, QualityConfig, ScorerSpec
+from datafactory.factory.records import DROPPED, stage_schema
+from datafactory.factory.shards import sha256_file
+from datafactory.filters.lm_quality import REFERENCE_SUFFIX
+from datafactory.filters.quality import (
+    BOOTSTRAP_EXAMPLES,
+    BOOTSTRAP_LABEL,
+    bootstrap_examples,
+    bucket_for,
+    train_classifier,
+)
+from datafactory.filters.quality_train import Scorer, load_scorer, sidecar_path
+from datafactory.pipelines.common import (
     AnnotateBatch,
-    StagePaths,
     StageResult,
+    StageRun,
     WriteStage,
     collect,
     decision_counts,
@@ -32,7 +38,8 @@ from pipelines.common import (
     write_parquet_atomic,
 )
 
-STAGE = "quality"
+log = logging.getLogger(__name__)
+
 FIELDS = [
     pa.field("quality_score", pa.float32()),  # the weighted mean of every scorer's P(hq)
     pa.field("quality_scores", pa.map_(pa.string(), pa.float32())),  # each scorer's own, by name
@@ -47,22 +54,40 @@ def base_language(lang: str | None) -> str:
     return (lang or "und").split("-")[0]
 
 
-def default_model(build_dir: Path, seed: int) -> Path:
-    """The built-in classifier, trained from the packaged labelled examples the first time a build needs it."""
-    path = build_dir / "models" / f"quality-default-{seed}.bin"
-    if not path.exists():
-        train_classifier(quality_training_examples(seed), path)
-    return path
+def bootstrap_model_path(build_dir: Path, seed: int) -> Path:
+    return build_dir / "models" / f"quality-bootstrap-{seed}.bin"
 
 
-def scorer_specs(config: BuildConfig, build_dir: Path) -> list[ScorerSpec]:
-    """`quality.model` (a fastText file) then `quality.scorers`; the built-in classifier when neither is set."""
+def configured_specs(config: BuildConfig) -> list[ScorerSpec]:
+    """`quality.model` (a fastText file) then `quality.scorers`, paths resolved; empty when neither is set."""
     quality = config.quality
     specs = [ScorerSpec(model=quality.model, kind="fasttext")] if quality.model else []
     specs += quality.scorers
     # Relative to the config file, like every path in it; the label stays the file stem either way.
-    specs = [spec.model_copy(update={"model": config.resolve_path(spec.model)}) for spec in specs]
-    return specs or [ScorerSpec(model=str(default_model(build_dir, config.seed)), kind="fasttext")]
+    return [spec.model_copy(update={"model": config.resolve_path(spec.model)}) for spec in specs]
+
+
+def scorer_specs(config: BuildConfig, build_dir: Path) -> list[ScorerSpec]:
+    """The configured scorers, else the bootstrap classifier (trained by the stage itself, not here)."""
+    return configured_specs(config) or [
+        ScorerSpec(model=str(bootstrap_model_path(build_dir, config.seed)), kind="fasttext")
+    ]
+
+
+def scorers_digest(config: BuildConfig, build_dir: Path) -> str:
+    """The quality stage's own inputs: the configured model files, or the bootstrap examples and seed. Reads files,
+    never trains: computing it has no side effects."""
+    specs = configured_specs(config)
+    if specs:
+        return models_digest(specs)
+    return hashlib.sha256(f"bootstrap\x00{config.seed}\x00{sha256_file(BOOTSTRAP_EXAMPLES)}".encode()).hexdigest()
+
+
+def train_bootstrap_model(path: Path, seed: int) -> None:
+    """Trains the bootstrap classifier into the build (once; a rerun of the stage reuses it)."""
+    if not path.exists():
+        log.warning("quality: no quality.model or quality.scorers set; scoring with the %s", BOOTSTRAP_LABEL)
+        train_classifier(bootstrap_examples(), path, seed=seed)
 
 
 def models_digest(specs: list[ScorerSpec]) -> str:
@@ -179,8 +204,8 @@ class BucketPart(beam.DoFn):
         return []
 
 
-def run(config: BuildConfig, build_dir: Path) -> StageResult:
-    paths, previous = StagePaths(build_dir, STAGE), StagePaths(build_dir, "dedup")
+def run(job: StageRun) -> StageResult:
+    config, build_dir, paths, previous = job.config, job.build_dir, job.paths, job.previous
     specs = scorer_specs(config, build_dir)
     schema = stage_schema(pq.read_schema(previous.parts()[0]), FIELDS)
     total, quality = config.num_partitions, config.quality
@@ -205,11 +230,14 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
         pipeline | "Parts" >> beam.Create(parts) | "Bucket" >> beam.ParDo(BucketPart(read_cuts(cuts_path)))
 
     def body() -> dict:
+        if not configured_specs(config):
+            train_bootstrap_model(Path(specs[0].model), config.seed)
         run_beam(config, score)
         if not cuts_path.exists():  # no document to cut
             write_parquet_atomic(CUTS_SCHEMA.empty_table(), cuts_path)
         fill_empty_partitions(paths, schema, total)
         run_beam(config, bucket)
-        return decision_counts(paths)
+        scored_by = [spec.label for spec in specs] if configured_specs(config) else [BOOTSTRAP_LABEL]
+        return decision_counts(paths) | {"scored_by": scored_by}
 
-    return run_stage(config, paths, previous, models_digest(specs), body, lambda: [cuts_path])
+    return run_stage(job, body, lambda: [cuts_path])

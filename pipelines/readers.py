@@ -17,9 +17,9 @@ import zstandard
 from fastwarc.stream_io import BrotliReader, ChunkedReader, GzipReader, ZstdReader
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
-from factory.config import BuildConfig, ConfigError, IngestConfig, InputSpec, check_named_files
-from factory.records import stable_doc_id
-from filters.html import extract_html
+from datafactory.factory.config import BuildConfig, ConfigError, IngestConfig, InputSpec, check_named_files
+from datafactory.factory.records import stable_doc_id
+from datafactory.filters.html import extract_html
 
 JSONL_SUFFIXES = {".jsonl": None, ".json": None, ".ndjson": None}
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}

@@ -15,13 +15,12 @@ import pyarrow as pa
 import sentencepiece as spm
 import xxhash
 
-from factory.config import BuildConfig
-from factory.markers import marker_digest
-from factory.records import KEPT
-from factory.shards import INDEX_NAME, ShardRows, shard_schema, token_dtype, write_index, write_shard
-from pipelines.common import (
-    StagePaths,
+from datafactory.factory.config import BuildConfig
+from datafactory.factory.records import KEPT
+from datafactory.factory.shards import INDEX_NAME, ShardRows, shard_schema, token_dtype, write_index, write_shard
+from datafactory.pipelines.common import (
     StageResult,
+    StageRun,
     WriteStage,
     collect,
     decision_counts,
@@ -32,10 +31,9 @@ from pipelines.common import (
     run_beam,
     run_stage,
 )
-from pipelines.quality import base_language
-from pipelines.tokenizer import TokenizerInfo, load_info
+from datafactory.pipelines.quality import base_language
+from datafactory.pipelines.tokenizer import TokenizerInfo, load_info
 
-STAGE = "tokenize"
 SCHEMA = pa.schema(
     [
         ("doc_id", pa.string()),
@@ -157,9 +155,8 @@ class WriteIndex(beam.DoFn):
         return []
 
 
-def run(config: BuildConfig, build_dir: Path) -> StageResult:
-    paths, previous = StagePaths(build_dir, STAGE), StagePaths(build_dir, "quality")
-    tokenizer_marker = StagePaths(build_dir, "tokenizer")
+def run(job: StageRun) -> StageResult:
+    config, build_dir, paths, previous = job.config, job.build_dir, job.paths, job.previous
     shards_dir = build_dir / "shards"
 
     def build(pipeline: beam.Pipeline) -> None:
@@ -184,5 +181,5 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
         fill_empty_partitions(paths, SCHEMA, config.num_partitions)
         return decision_counts(paths)
 
-    return run_stage(config, paths, previous, marker_digest(tokenizer_marker.stage_dir), body,
+    return run_stage(job, body,
                      lambda: sorted(p for p in shards_dir.rglob("*") if p.is_file()))

@@ -18,11 +18,10 @@ import pyarrow.parquet as pq
 import sentencepiece as spm
 import xxhash
 
-from factory.config import BuildConfig, TokenizerConfig
-from factory.shards import sha256_file
-from pipelines.common import StagePaths, StageResult, run_stage
+from datafactory.factory.config import TokenizerConfig
+from datafactory.factory.shards import sha256_file
+from datafactory.pipelines.common import StagePaths, StageResult, StageRun, run_stage
 
-STAGE = "tokenizer"
 MODEL_NAME = "tokenizer.model"
 INFO_NAME = "tokenizer.json"
 UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
@@ -172,9 +171,9 @@ def describe(build_dir: Path, compression: dict[str, float] | None = None) -> To
     return info
 
 
-def train_from_build(build_dir: Path, settings: TokenizerConfig, seed: int) -> dict:
-    """Train on a language-balanced sample of the quality stage's kept documents; measure on held-out ones."""
-    files = StagePaths(build_dir, "quality").parts()
+def train_from_build(build_dir: Path, documents: StagePaths, settings: TokenizerConfig, seed: int) -> dict:
+    """Train on a language-balanced sample of the kept documents; measure on held-out ones."""
+    files = documents.parts()
     chosen, heldout = split_sample(candidates(files, seed), settings)
     lines = sample_lines(files, chosen)
     model = tokenizer_dir(build_dir) / MODEL_NAME
@@ -185,8 +184,8 @@ def train_from_build(build_dir: Path, settings: TokenizerConfig, seed: int) -> d
             "vocab_size": info.vocab_size, "bytes_per_token": compression}
 
 
-def run(config: BuildConfig, build_dir: Path) -> StageResult:
-    paths, upstream = StagePaths(build_dir, STAGE), StagePaths(build_dir, "quality")
+def run(job: StageRun) -> StageResult:
+    config, build_dir = job.config, job.build_dir
     settings = config.tokenize.tokenizer
     out_dir = tokenizer_dir(build_dir)
 
@@ -195,8 +194,8 @@ def run(config: BuildConfig, build_dir: Path) -> StageResult:
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
         if not settings.model:
-            return train_from_build(build_dir, settings, config.seed)
+            return train_from_build(build_dir, job.previous, settings, config.seed)
         shutil.copyfile(config.resolve_path(settings.model), out_dir / MODEL_NAME)
         return {"trained": False, "vocab_size": describe(build_dir).vocab_size}
 
-    return run_stage(config, paths, upstream, None, body, lambda: sorted(out_dir.glob("tokenizer.*")))
+    return run_stage(job, body, lambda: sorted(out_dir.glob("tokenizer.*")))

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from factory.manifest import ManifestError, check_manifest_files, load_manifest
-from factory.shards import Shard, read_shard
+from datafactory.factory.manifest import ManifestError, check_manifest_files, load_manifest
+from datafactory.factory.shards import Shard, read_shard
 
 IGNORE_INDEX = -100
 STATE_VERSION = 1

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.data import IGNORE_INDEX, Phase, Source, document_ids, open_phase
-from trainer.model import ModelConfig, Transformer
-from trainer.train import load_checkpoint, pick_device
+from datafactory.trainer.data import IGNORE_INDEX, Phase, Source, document_ids, open_phase
+from datafactory.trainer.model import ModelConfig, Transformer
+from datafactory.trainer.train import load_checkpoint, pick_device
 
 
 @dataclass(frozen=True)

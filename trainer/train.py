@@ -24,9 +24,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainer.data import IGNORE_INDEX, Batch, ManifestLoader, Phase, open_phase
-from trainer.model import ModelConfig, Transformer, compile_once, flops_per_token, load_model_config, param_count
-from trainer.schedule import WSDSchedule
+from datafactory.trainer.data import IGNORE_INDEX, Batch, ManifestLoader, Phase, open_phase
+from datafactory.trainer.model import (
+    ModelConfig,
+    Transformer,
+    compile_once,
+    flops_per_token,
+    load_model_config,
+    param_count,
+)
+from datafactory.trainer.schedule import WSDSchedule
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,19 @@ import pytest
 import sentencepiece as spm
 from typer.testing import CliRunner
 
-from factory.cli import app
-from factory.config import TokenizerConfig
-from factory.shards import read_shard, sha256_file, shard_schema, token_dtype, verify_shards, write_index, write_shard
-from pipelines.tokenize import pack
-from pipelines.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_sentencepiece
+from datafactory.app.cli import app
+from datafactory.factory.config import TokenizerConfig
+from datafactory.factory.shards import (
+    read_shard,
+    sha256_file,
+    shard_schema,
+    token_dtype,
+    verify_shards,
+    write_index,
+    write_shard,
+)
+from datafactory.pipelines.tokenize import pack
+from datafactory.pipelines.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_sentencepiece
 
 DOCS = [
     "The committee published its report on regional water supplies in the spring.",

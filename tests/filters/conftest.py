@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from factory.config import LangidConfig
-from filters.langid import LanguageIdentifier
+from datafactory.factory.config import LangidConfig
+from datafactory.filters.langid import LanguageIdentifier
 
 
 def read_jsonl(path: Path) -> list[dict]:

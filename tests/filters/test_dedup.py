@@ -7,9 +7,9 @@ import unicodedata
 import numpy as np
 import pytest
 
-import filters.dedup as dedup
-from factory.config import DedupConfig
-from filters.dedup import (
+import datafactory.filters.dedup as dedup
+from datafactory.factory.config import DedupConfig
+from datafactory.filters.dedup import (
     EMPTY,
     MinHasher,
     Shingler,
@@ -25,7 +25,7 @@ from filters.dedup import (
     unit_keys,
     word_count,
 )
-from filters.text import words
+from datafactory.filters.text import words
 
 ARTICLE = (
     "The city council met on Tuesday evening to discuss the new budget for public libraries. "

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from factory.config import ConfigError, HeuristicRules, HeuristicsConfig, parse_config
-from factory.demo import read_ground_truth, write_demo_corpus
-from filters.heuristics import RULES, HeuristicFilter, Verdict, rule_names, settings_key
-from filters.rules_gopher import DUP_NGRAMS, TOP_NGRAMS, ngram_chars
+from datafactory.app.demo import read_ground_truth, write_demo_corpus
+from datafactory.factory.config import ConfigError, HeuristicRules, HeuristicsConfig, parse_config
+from datafactory.filters.heuristics import RULES, HeuristicFilter, Verdict, rule_names, settings_key
+from datafactory.filters.rules_gopher import DUP_NGRAMS, TOP_NGRAMS, ngram_chars
 
 ENGLISH_ARTICLE = """The History of the Printing Press
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from filters.html import clean_lines, decode_html, extract_html, is_prose, unsure_reason
+from datafactory.filters.html import clean_lines, decode_html, extract_html, is_prose, unsure_reason
 
 PARAGRAPHS = [
     "The river rose three metres overnight, and the town council met at dawn to decide what to do next.",

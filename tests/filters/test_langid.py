@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from factory.config import LangidConfig
-from filters.langid import (
+from datafactory.factory.config import LangidConfig
+from datafactory.filters.langid import (
     LangResult,
     LanguageIdentifier,
     base_lang,
@@ -19,7 +19,7 @@ from filters.langid import (
     sample_text,
     threshold_for,
 )
-from filters.zh_script import SIMPLIFIED_ONLY, TRADITIONAL_ONLY, chinese_script
+from datafactory.filters.zh_script import SIMPLIFIED_ONLY, TRADITIONAL_ONLY, chinese_script
 
 # lid.176 predicts the macro-language "no" for Norwegian Bokmål.
 EQUIVALENT = {"nb": {"nb", "no"}}

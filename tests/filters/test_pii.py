@@ -1,7 +1,7 @@
 """PII redaction: e-mail and IP addresses replaced, look-alikes (versions, handles, times) left alone."""
 
-from factory.config import PiiConfig
-from filters.pii import PiiRedactor
+from datafactory.factory.config import PiiConfig
+from datafactory.filters.pii import PiiRedactor
 
 REDACT = PiiRedactor(PiiConfig())
 

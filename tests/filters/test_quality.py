@@ -4,44 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import random
 from pathlib import Path
 
 import pytest
+from support.quality_examples import ZH_HQ, ZH_SPAM, synthetic_examples
 
-from factory.config import QualityConfig
-from filters.quality import QualityScorer, bucket_cuts, bucket_for, prepare_text, train_classifier
-
-SUBJECTS = ["The committee", "Researchers", "The museum", "Local farmers", "The new library", "Engineers"]
-VERBS = ["published a detailed report on", "spent two years studying", "explained the history of", "reviewed"]
-OBJECTS = ["regional water supplies", "medieval trade routes", "the migration of birds", "solar energy costs"]
-DETAILS = [
-    "The findings were discussed at a public meeting in the spring.",
-    "Several experts noted that the evidence was still incomplete.",
-    "A second study is planned for next year, with more participants.",
-    "The authors thanked the volunteers who collected the data.",
-]
-SPAM = [
-    "BUY NOW!!! cheap pills $$$ click here",
-    "WIN a FREE iPhone!!! claim your prize now >>> http://spam.example",
-    "hot singles in your area click click click",
-    "best casino bonus 100% free spins !!! register now",
-    "lose 20kg in 2 weeks miracle diet order today!!!",
-    "URGENT your account suspended verify password here",
-]
-ZH_HQ = "研究人员花了两年时间研究区域水资源，并在春季的公开会议上讨论了研究结果。"
-ZH_SPAM = "澳门赌场 在线注册 送彩金 点击 领取 免费 彩票 !!!"
-
-
-def synthetic_examples(n: int = 40, seed: int = 0) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    examples = []
-    for _ in range(n):
-        sentence = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}."
-        examples.append((f"{sentence} {' '.join(rng.sample(DETAILS, 2))}", "hq"))
-        examples.append((" ".join(rng.sample(SPAM, 3)), "lq"))
-    examples += [(ZH_HQ, "hq"), (ZH_SPAM, "lq")] * 3
-    return examples
+from datafactory.filters.quality import QualityScorer, bucket_for, prepare_text, train_classifier
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +70,7 @@ def test_bucket_for(score: float, bucket: str) -> None:
     assert bucket_for(score, 0.3, 0.7) == bucket
 
 
-def test_bucket_cuts() -> None:
-    scores = [i / 99 for i in range(100)]
-    low, high = bucket_cuts(scores, QualityConfig(bottom_fraction=0.3, top_fraction=0.1))
-    buckets = [bucket_for(s, low, high) for s in scores]
-    assert buckets.count("low") == 30 and buckets.count("high") == 10
-    assert bucket_cuts([], QualityConfig()) == (0.0, 1.0)
+def test_bucket_for_rejects_crossed_cuts() -> None:
     with pytest.raises(ValueError):
         bucket_for(0.5, 0.8, 0.2)
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.quality_examples import synthetic_examples
 
-from filters.quality_train import (
+from datafactory.filters.quality_train import (
     LabelledDataError,
     load_scorer,
     precision_at_top,
@@ -19,8 +20,6 @@ from filters.quality_train import (
     split_holdout,
     train_quality_model,
 )
-
-from .test_quality import synthetic_examples
 
 
 def test_roc_auc_counts_ties_half_and_matches_pairwise_definition() -> None:

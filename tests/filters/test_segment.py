@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from filters.segment import SYMBOLS, clear_caches, count_sentences, split_chunk, split_words
+from datafactory.filters.segment import SYMBOLS, clear_caches, count_sentences, split_chunk, split_words
 
 # Expected tokens as spaCy 3.8's blank English tokenizer (datatrove's word splitter) yields them.
 SPACY_CASES = [

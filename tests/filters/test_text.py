@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from filters.text import (
+from datafactory.filters.text import (
     cjk_ratio,
     count_cjk,
     is_cjk,
     is_cjk_dominant,
     normalize_for_hash,
-    normalize_whitespace,
     single_line,
     words,
     words_and_marks,
@@ -81,15 +80,6 @@ def test_cjk_ratio_counts_word_characters_only() -> None:
     assert cjk_ratio("中文 ab", words("中文 ab")) == pytest.approx(0.5)
     assert is_cjk_dominant("这是一个中文句子 with English")
     assert not is_cjk_dominant("English text with one 字")
-
-
-def test_normalize_whitespace() -> None:
-    text = "  Title \t here  \r\n\n\n\n\n\nBody\u2028line\x00 two\u3000 \n\n"
-    assert normalize_whitespace(text) == "Title here\n\n\nBody\nline two"  # at most 2 blank lines
-
-
-def test_normalize_whitespace_nfc() -> None:
-    assert normalize_whitespace("e\u0301") == "\u00e9"
 
 
 def test_single_line() -> None:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from factory.config import UrlFilterConfig
-from filters.url import BANNED_WORD, BLOCKED_DOMAIN, UrlFilter, host_of
+from datafactory.factory.config import UrlFilterConfig
+from datafactory.filters.url import BANNED_WORD, BLOCKED_DOMAIN, UrlFilter, host_of
 
 
 def test_domain_blocks_itself_and_subdomains_only():

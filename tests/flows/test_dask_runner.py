@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from factory.config import load_config
+from datafactory.factory.config import load_config
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
@@ -37,12 +37,12 @@ def dask_config(small_corpus, scheduler: str):
 
 def test_build_on_dask_gives_the_in_process_bytes(small_corpus, scheduler, reference_build, digest, plan_build,
                                                   tmp_path):
-    from flows.build import STAGES
+    from datafactory.pipelines.registry import STAGES
 
     on_dask = dask_config(small_corpus, scheduler)
     out = tmp_path / "build"
-    for _, runner in STAGES:
-        runner(on_dask, out)
+    for stage in STAGES:
+        stage.execute(on_dask, out)
     dropped = json.loads((out / "stages" / "dedup" / "_SUCCESS.json").read_text())["counts"]["dropped"]
     assert dropped.get("exact_duplicate") and dropped.get("near_duplicate")  # the planted duplicates, found on Dask
     plan_build(out)

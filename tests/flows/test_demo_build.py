@@ -7,15 +7,15 @@ import duckdb
 import pytest
 import yaml
 
-from factory.catalog import query
-from factory.demo import write_demo_corpus
-from factory.manifest import check_manifest_files, load_manifest
-from factory.shards import read_index, read_shard, verify_shards
+from datafactory.app.demo import write_demo_corpus
+from datafactory.factory.catalog import query
+from datafactory.factory.manifest import check_manifest_files, load_manifest
+from datafactory.factory.shards import read_index, read_shard, verify_shards
 
 
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory) -> Path:
-    from flows.build import build_corpus
+    from datafactory.flows.build import build_corpus
 
     out = tmp_path_factory.mktemp("demo")
     corpus = write_demo_corpus(out / "input", n_docs=800, seed=3)
@@ -92,7 +92,7 @@ def test_catalog_has_a_view_per_stage(demo_build):
 
 
 def test_rerun_skips_every_finished_stage(demo_build):
-    from flows.build import build_corpus
+    from datafactory.flows.build import build_corpus
 
     results = build_corpus(str(demo_build / "input" / "test.yaml"), str(demo_build))
     assert all(result.skipped for result in results)
@@ -100,9 +100,9 @@ def test_rerun_skips_every_finished_stage(demo_build):
 
 @pytest.mark.parametrize("policy", ["default.yaml", "unimax.yaml"])
 def test_demo_anneal_recipe_has_higher_mean_quality_than_stable(demo_build, policy):
-    from mixtures.check import check_manifest
-    from mixtures.planner import mean_quality, plan, read_plan
-    from mixtures.policy import load_policy
+    from datafactory.mixtures.check import check_manifest
+    from datafactory.mixtures.planner import mean_quality, plan, read_plan
+    from datafactory.mixtures.policy import load_policy
 
     policies = Path(__file__).resolve().parents[2] / "mixtures" / "policies"
     written = plan(demo_build, load_policy(policies / policy))
@@ -114,8 +114,8 @@ def test_demo_anneal_recipe_has_higher_mean_quality_than_stable(demo_build, poli
 
 
 def test_plan_and_train_from_the_build(demo_build):
-    from mixtures.planner import Policy, plan
-    from trainer.train import train
+    from datafactory.mixtures.planner import Policy, plan
+    from datafactory.trainer.train import train
 
     written = plan(demo_build, Policy(total_tokens=30 * 4 * 64, anneal_fraction=0.2, warmup_fraction=0.05))
     for phase in ("stable", "anneal"):
@@ -128,6 +128,6 @@ def test_plan_and_train_from_the_build(demo_build):
 
 
 def test_worker_logs_go_to_the_build_directory(demo_build):
-    from flows.build import STAGES
+    from datafactory.pipelines.registry import stage_names
 
-    assert {path.stem for path in (demo_build / "logs").glob("*.log")} == {stage for stage, _ in STAGES}
+    assert {path.stem for path in (demo_build / "logs").glob("*.log")} == set(stage_names())

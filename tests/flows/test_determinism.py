@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from factory.config import QualityConfig, load_config
-from pipelines.quality import BINS, ScoreHistogram, cut_points
+from datafactory.factory.config import QualityConfig, load_config
+from datafactory.pipelines.quality import BINS, ScoreHistogram, cut_points
 
 
 def test_two_worker_threads_give_the_reference_bytes(small_corpus, reference_build, digest, build_with, tmp_path):
@@ -52,7 +52,7 @@ def test_quality_cut_points_do_not_depend_on_how_the_work_is_split():
 
 
 def test_seeded_shuffle_reorders_each_stream_reproducibly(small_corpus, reference_build, tmp_path):
-    from pipelines import tokenize
+    from datafactory.pipelines.registry import run_stage_named
 
     def shuffled_build(seed: int, name: str) -> Path:
         out = tmp_path / name
@@ -64,7 +64,7 @@ def test_seeded_shuffle_reorders_each_stream_reproducibly(small_corpus, referenc
         config = load_config(small_corpus / "test.yaml")
         config = config.model_copy(update={"seed": seed,
                                            "tokenize": config.tokenize.model_copy(update={"shuffle": True})})
-        tokenize.run(config, out)
+        run_stage_named("tokenize", config, out)
         return out
 
     def streams(build: Path) -> dict[tuple, tuple[int, int]]:

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from factory.manifest import ManifestError
+from datafactory.factory.manifest import ManifestError
 
-SCRIPT = Path(__file__).with_name("killable_build.py")
-PRELOAD = ["flows.build", "factory.config"]  # imported once by the fork server, not once per child
+SCRIPT = Path(__file__).resolve().parents[1] / "support" / "killable_build.py"
+# Imported once by the fork server, not once per child.
+PRELOAD = ["datafactory.pipelines.registry", "datafactory.factory.config"]
 CHILD_TIMEOUT_S = 300
 
 
@@ -49,14 +50,14 @@ def temporary_files(out: Path) -> list[str]:
 
 def test_killed_in_every_stage_resumes_to_the_reference_bytes(small_corpus, reference_build, digest, plan_build,
                                                               tmp_path):
-    from flows.build import STAGES
+    from datafactory.pipelines.registry import stage_names
 
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     config, out = small_corpus / "test.yaml", tmp_path / "build"
     partial = {}
-    for stage, _ in STAGES:
-        done = [name for name, _ in STAGES if (out / "stages" / name / "_SUCCESS.json").exists()]
+    for stage in stage_names():
+        done = [name for name in stage_names() if (out / "stages" / name / "_SUCCESS.json").exists()]
         before = finished_files(out, done)
         assert run_child(ctx, config, out, stage) == -signal.SIGKILL, f"the build was not killed in {stage}"
         assert not (out / "stages" / stage / "_SUCCESS.json").exists(), f"{stage} marked done after a kill"
@@ -85,7 +86,7 @@ def rewrite(manifest: Path, name: str, **changes) -> Path:
 
 
 def test_trainer_refuses_a_shard_whose_sha256_differs(build_copy):
-    from trainer.data import open_phase
+    from datafactory.trainer.data import open_phase
 
     stable = build_copy / "manifests" / "stable.json"
     shard = build_copy / json.loads(stable.read_text())["sources"][0]["shards"][0]["path"]
@@ -97,7 +98,7 @@ def test_trainer_refuses_a_shard_whose_sha256_differs(build_copy):
 
 
 def test_trainer_refuses_manifests_that_leave_the_build(build_copy):
-    from trainer.data import open_phase
+    from datafactory.trainer.data import open_phase
 
     stable = build_copy / "manifests" / "stable.json"
     manifest = json.loads(stable.read_text())

@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from flows.lock import LOCK_NAME, DirLocked, dir_lock
-from flows.retry import is_transient
+from datafactory.flows.lock import LOCK_NAME, DirLocked, dir_lock
+from datafactory.flows.retry import is_transient
 
 
 def test_a_second_holder_of_the_same_directory_is_refused(tmp_path):
@@ -36,7 +36,7 @@ def test_the_lock_is_released_when_the_build_fails(tmp_path):
 def test_a_lock_left_by_a_killed_process_is_detected_as_stale_and_taken_over(tmp_path):
     holder = textwrap.dedent(f"""
         import os, signal
-        from flows.lock import dir_lock
+        from datafactory.flows.lock import dir_lock
         with dir_lock({str(tmp_path)!r}, flow_run="killed-run"):
             print("locked", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)

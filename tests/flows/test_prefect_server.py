@@ -21,13 +21,11 @@ from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed
 
-from factory.config import load_config
-from factory.demo import write_demo_corpus
-from factory.markers import MARKER_NAME
-from flows.build import STAGES
-from flows.cache import stage_cache_state
-from flows.lock import LOCK_NAME, dir_lock
-from flows.server import free_port, local_server
+from datafactory.app.demo import write_demo_corpus
+from datafactory.factory.markers import MARKER_NAME
+from datafactory.flows.lock import LOCK_NAME, dir_lock
+from datafactory.flows.server import free_port, local_server
+from datafactory.pipelines.registry import stage_names
 
 NAME = "test"  # deployment name: build-corpus/test, plan-mixture/test, train/test
 WAIT = 420  # seconds; generous, since a loaded CI machine may take minutes to import Beam in a fresh process
@@ -97,7 +95,7 @@ def signal_tree(pid: int, sig: signal.Signals) -> None:
 
 
 class Worker:
-    """`python -m flows.serve` in a subprocess: registers the three deployments and runs their flow runs."""
+    """`factory serve` in a subprocess: registers the three deployments and runs their flow runs."""
 
     def __init__(self, api_url: str, home: Path, config_path: Path, out: Path, log_path: Path) -> None:
         env = os.environ | {"PREFECT_API_URL": api_url, "PREFECT_HOME": str(home),
@@ -105,7 +103,7 @@ class Worker:
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flows.serve", str(config_path), "--out", str(out), "--name", NAME],
+            [sys.executable, "-m", "datafactory.app.cli", "serve", str(config_path), "--out", str(out), "--name", NAME],
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
 
@@ -176,7 +174,7 @@ def task_states(client: SyncPrefectClient, run: FlowRun) -> dict[str, str]:
 def markers(out: Path) -> dict[str, tuple[bytes, int]]:
     """Each finished stage's completion marker: its bytes and mtime, which a redone stage would change."""
     found = {}
-    for stage, _ in STAGES:
+    for stage in stage_names():
         path = out / "stages" / stage / MARKER_NAME
         if path.exists():
             found[stage] = (path.read_bytes(), path.stat().st_mtime_ns)
@@ -195,7 +193,7 @@ def test_deployments_register_and_a_killed_build_resumes_without_redoing_finishe
     assert client.read_deployment_by_name(f"plan-mixture/{NAME}").parameters["build_dir"] == str(out.resolve())
     assert client.read_deployment_by_name(f"train/{NAME}").parameters["manifest"].endswith("manifests/stable.json")
 
-    # Kill the worker once ingest is done and langid has begun (its log opens only after ingest's result is cached).
+    # Kill the worker once ingest is done and langid has begun (its log opens once ingest's marker is written).
     killed = trigger(client, f"build-corpus/{NAME}", config_path=str(config_path), out_dir=str(out))
     wait_for(lambda: (out / "logs" / "langid.log").exists(), "the build to reach langid", every=0.05)
     worker.kill()
@@ -215,22 +213,20 @@ def test_deployments_register_and_a_killed_build_resumes_without_redoing_finishe
     resumed = final(client, resumed, worker)
     assert resumed.state.is_completed(), f"{resumed.state}\n{worker.tail()}"
     states = task_states(client, resumed)
-    assert set(states) == {stage for stage, _ in STAGES}
-    for stage, _ in STAGES:
-        assert states[stage] == ("Cached" if stage in done_before else "Completed"), (stage, states)
+    assert set(states) == set(stage_names())
+    assert set(states.values()) == {"Completed"}, states  # done stages complete at once, skipped by their markers
     after = markers(out)
     assert all(after[stage] == done_before[stage] for stage in done_before)  # finished stages were not redone
-    assert set(after) == {stage for stage, _ in STAGES}
-    config = load_config(config_path)
-    assert all(stage_cache_state(stage, config, out).done for stage, _ in STAGES)  # cache keys match the markers
+    assert set(after) == set(stage_names())
 
     logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[resumed.id])))
     assert any("stale lock" in log.message and str(killed.id) in log.message for log in logs)
     artifacts = {a.key: a for a in client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
         any_=[resumed.id])))}
-    assert {f"{stage}-summary" for stage, _ in STAGES} | {"build-summary"} <= set(artifacts)
+    assert {f"{stage}-summary" for stage in stage_names()} | {"build-summary"} <= set(artifacts)
     assert "| documents in |" in artifacts["dedup-summary"].data and "| dropped: " in artifacts["dedup-summary"].data
     assert "| tokens |" in artifacts["tokenize-summary"].data
+    assert "skipped (already done)" in artifacts["ingest-summary"].data
     assert "catalog.duckdb" in artifacts["build-summary"].data and "final status: kept" in artifacts[
         "build-summary"].data
     assert (out / LOCK_NAME).read_text() == ""
@@ -238,8 +234,8 @@ def test_deployments_register_and_a_killed_build_resumes_without_redoing_finishe
 
 def test_plan_mixture_publishes_the_plan_and_links_the_manifests(client, config_path, build_dir):
     """In-process flow runs against the same server: the build (every stage already done above), then the plan."""
-    from flows.build import build_corpus
-    from flows.plan import plan_mixture
+    from datafactory.flows.build import build_corpus
+    from datafactory.flows.plan import plan_mixture
 
     assert all(result.skipped for result in build_corpus(str(config_path), str(build_dir)))
     state = plan_mixture(str(build_dir), return_state=True)
@@ -262,7 +258,7 @@ def test_a_stage_task_retries_transient_errors_only(client):
     """The retry policy the stage tasks use, on a task that fails the way a flaky store or a bad config does."""
     from prefect import flow, task
 
-    from flows.retry import retry_if_transient
+    from datafactory.flows.retry import retry_if_transient
 
     calls: list[str] = []
 

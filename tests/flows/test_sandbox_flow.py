@@ -7,14 +7,13 @@ import math
 
 import pytest
 from prefect.task_runners import ProcessPoolTaskRunner
+from support.sandbox_build import make_sandbox_build, write_policy
 from typer.testing import CliRunner
 
-from factory.cli import app
-from flows.sandbox import model_sandbox, run_sandbox, sandbox_flow
-from mixtures.policy import load_policy
-from trainer.evaluate import evaluate
-
-from ..mixtures.sandbox_build import make_sandbox_build, write_policy
+from datafactory.app.cli import app
+from datafactory.flows.sandbox import model_sandbox, run_sandbox, sandbox_flow
+from datafactory.mixtures.policy import load_policy
+from datafactory.trainer.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import yaml
 import zstandard
 from typer.testing import CliRunner
 
-from factory.demo import write_demo_corpus
+from datafactory.app.demo import write_demo_corpus
 
 BIG_CHARS = 50_000_000
 
@@ -92,7 +92,7 @@ def write_torture_set(data: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def torture_build(tmp_path_factory) -> tuple[Path, dict[str, int], str, int]:
     """(build dir, ledger rows expected per torture file, CLI output, demo documents)."""
-    from factory.cli import app
+    from datafactory.app.cli import app
 
     root = tmp_path_factory.mktemp("torture")
     write_demo_corpus(root / "demo", n_docs=80, seed=5)  # documents that survive, to train a tokenizer on
@@ -170,7 +170,7 @@ def test_cli_summary_shows_the_counts(torture_build):
 
 
 def test_a_broken_config_fails_before_any_work(tmp_path):
-    from factory.cli import app
+    from datafactory.app.cli import app
 
     (tmp_path / "docs.jsonl").write_bytes(line({"id": "a", "text": "hello"}))
     (tmp_path / "bad.yaml").write_text("inputs: [{path: docs.jsonl, source: web}]\ntokenize: {seq_lenght: 64}\n")

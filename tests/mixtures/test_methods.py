@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import pytest
 
-from mixtures.methods import InfeasiblePlan, Supply, allocate
+from datafactory.mixtures.methods import InfeasiblePlan, Supply, allocate
 
 
 def supply(name: str, tokens: int, epochs: float = 4) -> Supply:

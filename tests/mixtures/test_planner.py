@@ -5,18 +5,17 @@ import json
 import shutil
 
 import pytest
+from support.builds import POLICIES
+from support.handmade import make_build
 from typer.testing import CliRunner
 
-from factory.catalog import query
-from factory.cli import app
-from factory.manifest import ManifestError, load_manifest, validate_manifest
-from mixtures.check import check_manifest
-from mixtures.methods import InfeasiblePlan
-from mixtures.planner import mean_quality, plan, read_plan
-from mixtures.policy import AnnealRules, PhaseRules, Policy
-
-from .handmade import make_build
-from .test_policy import POLICIES
+from datafactory.app.cli import app
+from datafactory.factory.catalog import query
+from datafactory.factory.manifest import ManifestError, load_manifest, validate_manifest
+from datafactory.mixtures.check import check_manifest
+from datafactory.mixtures.methods import InfeasiblePlan
+from datafactory.mixtures.planner import mean_quality, plan, read_plan
+from datafactory.mixtures.policy import AnnealRules, PhaseRules, Policy
 
 
 @pytest.fixture

@@ -3,11 +3,10 @@
 from pathlib import Path
 
 import pytest
+from support.builds import POLICIES
 
-from factory.config import ConfigError
-from mixtures.policy import Policy, load_policy
-
-POLICIES = Path(__file__).resolve().parents[2] / "mixtures" / "policies"
+from datafactory.factory.config import ConfigError
+from datafactory.mixtures.policy import Policy, load_policy
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -6,16 +6,17 @@ import json
 import numpy as np
 import pytest
 import yaml
+from support.handmade import make_build
 from typer.testing import CliRunner
 
-from factory.cli import app
-from factory.config import ConfigError
-from factory.manifest import validate_manifest
-from factory.shards import read_index
-from mixtures.methods import InfeasiblePlan
-from mixtures.planner import plan
-from mixtures.policy import PhaseRules, Policy, SandboxRules, TargetSet, load_policy
-from mixtures.sandbox import (
+from datafactory.app.cli import app
+from datafactory.factory.config import ConfigError
+from datafactory.factory.manifest import validate_manifest
+from datafactory.factory.shards import read_index
+from datafactory.mixtures.methods import InfeasiblePlan
+from datafactory.mixtures.planner import plan
+from datafactory.mixtures.policy import PhaseRules, Policy, SandboxRules, TargetSet, load_policy
+from datafactory.mixtures.sandbox import (
     UNITS,
     MixtureSpace,
     SandboxError,
@@ -34,8 +35,6 @@ from mixtures.sandbox import (
     training_index,
     validation_manifest,
 )
-
-from .handmade import make_build
 
 TOKENIZER = {"path": "tokenizer/tokenizer.model", "sha256": "0" * 64, "vocab_size": 100, "bos_id": 1, "eos_id": 2,
              "pad_id": 3}

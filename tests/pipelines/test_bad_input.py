@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from factory.config import ConfigError, IngestConfig, InputSpec, load_config, parse_config
-from pipelines import ingest
-from pipelines.common import LostDocuments, StagePaths, check_conservation
-from pipelines.readers import RecordReader, resolve_inputs
+from datafactory.factory.config import ConfigError, IngestConfig, InputSpec, load_config, parse_config
+from datafactory.pipelines.common import LostDocuments, StagePaths, check_conservation
+from datafactory.pipelines.readers import RecordReader, resolve_inputs
+from datafactory.pipelines.registry import run_stage_named
 
 MIB = 1 << 20
 
@@ -104,7 +104,7 @@ def ingest_files(tmp_path: Path, files: dict[str, bytes], **config) -> list[dict
         (tmp_path / name).write_bytes(blob)
     inputs = [{"path": name, "source": "web"} for name in files]
     build = tmp_path / "build"
-    ingest.run(parse_config({"inputs": inputs, "runner": {"direct_running_mode": "in_memory"}, **config},
+    run_stage_named("ingest", parse_config({"inputs": inputs, "runner": {"direct_running_mode": "in_memory"}, **config},
                             base_dir=str(tmp_path)), build)
     return pq.read_table(build / "stages" / "ingest").to_pylist()
 

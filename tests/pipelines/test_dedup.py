@@ -14,14 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from factory.catalog import build_catalog, query
-from factory.config import DedupConfig, parse_config
-from factory.demo import read_ground_truth, write_demo_corpus
-from factory.markers import read_marker, write_marker
-from factory.records import stage_schema
-from filters.dedup import exact_key, lsh_params
-from pipelines import dedup
-from pipelines.common import StagePaths
+from datafactory.app.demo import read_ground_truth, write_demo_corpus
+from datafactory.factory.catalog import build_catalog, query
+from datafactory.factory.config import DedupConfig, parse_config
+from datafactory.factory.markers import read_marker, write_marker
+from datafactory.factory.records import stage_schema
+from datafactory.filters.dedup import exact_key, lsh_params
+from datafactory.pipelines import dedup
+from datafactory.pipelines.common import StagePaths
+from datafactory.pipelines.registry import run_stage_named
 
 UPSTREAM = "heuristics"
 
@@ -58,7 +59,7 @@ def run_dedup(build: Path, workers: int = 1, **settings) -> dict[str, dict]:
     """Runs the stage on build's upstream; returns the stage's rows by doc_id."""
     mode = {"direct_running_mode": "in_memory"} if workers == 1 else {"direct_num_workers": workers}
     config = parse_config({"inputs": [{"path": "unused", "source": "demo"}], "runner": mode, "dedup": settings})
-    dedup.run(config, build)
+    run_stage_named("dedup", config, build)
     return {row["doc_id"]: row for row in pq.read_table(build / "stages" / "dedup").to_pylist()}
 
 

@@ -10,9 +10,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from factory.config import RunnerConfig
-from pipelines.common import beam_options
-from pipelines.dedup import StarRounds, both_ways, large_star, not_a_star, roles, small_star
+from datafactory.factory.config import RunnerConfig
+from datafactory.pipelines.common import beam_options
+from datafactory.pipelines.dedup import StarRounds, both_ways, large_star, not_a_star, roles, small_star
 
 Edge = tuple[str, str]
 

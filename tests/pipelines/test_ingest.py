@@ -4,8 +4,8 @@ import json
 
 import pyarrow.parquet as pq
 
-from factory.config import parse_config
-from pipelines import ingest
+from datafactory.factory.config import parse_config
+from datafactory.pipelines.registry import run_stage_named
 
 
 def test_ingest_drops_blocklisted_urls_and_redacts_pii(tmp_path):
@@ -24,7 +24,7 @@ def test_ingest_drops_blocklisted_urls_and_redacts_pii(tmp_path):
         },
         base_dir=str(tmp_path),
     )
-    ingest.run(config, tmp_path / "build")
+    run_stage_named("ingest", config, tmp_path / "build")
     ledger = pq.read_table(tmp_path / "build" / "ledger").to_pylist()
     by_id = {row["doc_id"]: row for row in ledger}
     blocked = by_id["b"]

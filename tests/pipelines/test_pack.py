@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pipelines.tokenize import pack
+from datafactory.pipelines.tokenize import pack
 
 BOS, EOS, PAD = 1, 2, 3
 

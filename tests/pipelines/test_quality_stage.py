@@ -1,12 +1,11 @@
 """The quality stage's scoring step: several scorers, each score kept, the weighted mean decides."""
 
 import pytest
+from support.quality_examples import synthetic_examples
 
-from factory.config import QualityConfig, ScorerSpec
-from filters.quality_train import train_quality_model
-from pipelines.quality import ScoreQuality, models_digest
-
-from ..filters.test_quality import synthetic_examples
+from datafactory.factory.config import QualityConfig, ScorerSpec
+from datafactory.filters.quality_train import train_quality_model
+from datafactory.pipelines.quality import ScoreQuality, models_digest
 
 
 @pytest.fixture(scope="module")

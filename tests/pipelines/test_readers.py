@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from factory.config import IngestConfig, InputSpec
-from pipelines.readers import RecordReader, detect_format
+from datafactory.factory.config import IngestConfig, InputSpec
+from datafactory.pipelines.readers import RecordReader, detect_format
 
 
 def read(path, **spec):

@@ -1,7 +1,7 @@
 """The tokenizer model is byte-identical wherever and whenever it is trained from the same sample."""
 
-from factory.config import TokenizerConfig
-from pipelines.tokenizer import train_sentencepiece
+from datafactory.factory.config import TokenizerConfig
+from datafactory.pipelines.tokenizer import train_sentencepiece
 
 LINES = [f"Paragraph {i}: the quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸跳过了懒狗。" for i in range(300)]
 
@@ -18,7 +18,7 @@ def test_same_sample_gives_the_same_model_bytes(tmp_path):
 
 
 def test_language_budgets_flatten_toward_equal_shares():
-    from pipelines.tokenizer import Candidate, language_budgets
+    from datafactory.pipelines.tokenizer import Candidate, language_budgets
 
     pool = [Candidate(i, f"en{i}", "en", 90) for i in range(10)] + [Candidate(99, "zh0", "zh", 100)]
     natural = language_budgets(pool, 1000, alpha=1.0)
@@ -29,7 +29,7 @@ def test_language_budgets_flatten_toward_equal_shares():
 
 
 def test_split_sample_holds_out_unseen_documents_per_language():
-    from pipelines.tokenizer import Candidate, split_sample
+    from datafactory.pipelines.tokenizer import Candidate, split_sample
 
     pool = sorted([Candidate(i, f"en{i}", "en", 100) for i in range(20)]
                   + [Candidate(100 + i, f"zh{i}", "zh", 100) for i in range(20)], key=lambda c: c.order)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from factory.config import IngestConfig, InputSpec
-from pipelines.readers import RecordReader, detect_format
+from datafactory.factory.config import IngestConfig, InputSpec
+from datafactory.pipelines.readers import RecordReader, detect_format
 
 # HTML responses per file, as counted in shared/data/README.md.
 REAL_FILES = {

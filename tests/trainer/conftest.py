@@ -3,8 +3,7 @@
 from pathlib import Path
 
 import pytest
-
-from .synthetic import Corpus, build_corpus
+from support.synthetic import Corpus, build_corpus
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from support.synthetic import PAD, build_corpus
 
-from factory.manifest import ManifestError
-from factory.shards import read_shard
-from trainer.data import IGNORE_INDEX, ManifestLoader, document_ids, open_phase
-
-from .synthetic import PAD, build_corpus
+from datafactory.factory.manifest import ManifestError
+from datafactory.factory.shards import read_shard
+from datafactory.trainer.data import IGNORE_INDEX, ManifestLoader, document_ids, open_phase
 
 
 def take(loader: ManifestLoader, n: int) -> list:

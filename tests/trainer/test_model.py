@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from trainer.model import (
+from datafactory.trainer.model import (
     ModelConfig,
     Transformer,
     dense_document_mask,

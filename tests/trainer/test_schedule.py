@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from trainer.schedule import WSDSchedule
+from datafactory.trainer.schedule import WSDSchedule
 
 
 def make(shape: str, min_ratio: float = 0.1) -> WSDSchedule:

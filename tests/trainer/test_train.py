@@ -6,10 +6,9 @@ import logging
 
 import pytest
 import torch
+from support.synthetic import build_corpus
 
-from trainer.train import latest_checkpoint, load_checkpoint, train
-
-from .synthetic import build_corpus
+from datafactory.trainer.train import latest_checkpoint, load_checkpoint, train
 
 FAST = {"model": "test", "batch_size": 8, "compile": False, "device": "cpu", "log_every": 1}
 

@@ -33,15 +33,15 @@ def arm(kill_stage: str | None, current: list[str]) -> None:
 
 
 def main(config_path: str, out: str, kill_stage: str | None = None) -> None:
-    from factory.config import load_config
-    from flows.build import STAGES
+    from datafactory.factory.config import load_config
+    from datafactory.pipelines.registry import STAGES
 
     current: list[str] = []
     arm(kill_stage, current)
     config = load_config(config_path)
-    for name, runner in STAGES:
-        current.append(name)
-        runner(config, Path(out))
+    for stage in STAGES:
+        current.append(stage.name)
+        stage.execute(config, Path(out))
 
 
 if __name__ == "__main__":

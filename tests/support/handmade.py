@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from factory.catalog import build_catalog
-from factory.shards import sha256_file, write_index
+from datafactory.factory.catalog import build_catalog
+from datafactory.factory.shards import sha256_file, write_index
 
 SEQ_LEN = 16
 

@@ -17,10 +17,10 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from factory.catalog import CATALOG_NAME
+from datafactory.factory.catalog import CATALOG_NAME
+from datafactory.pipelines.registry import stage_names
 
 REPORT_NAME = "report.html"
-STAGE_ORDER = ("ingest", "langid", "heuristics", "dedup", "quality", "tokenize")
 BUCKET_ORDER = ("low", "mid", "high")
 HISTOGRAM_BINS = 60
 MAX_LANGUAGES = 12  # histogram panels; the rest are named on the page
@@ -107,7 +107,9 @@ ORDER BY docs DESC, stage, reason"""
 
 
 def stage_rank(stage: str) -> tuple[int, str]:
-    return (STAGE_ORDER.index(stage), "") if stage in STAGE_ORDER else (len(STAGE_ORDER), stage)
+    """Run order of the stage registry; stages it does not list (an older build's) sort after, by name."""
+    order = stage_names()
+    return (order.index(stage), "") if stage in order else (len(order), stage)
 
 
 def funnel_chart(cat: Catalog) -> Chart:
@@ -116,7 +118,7 @@ def funnel_chart(cat: Catalog) -> Chart:
     if not rows:
         raise Missing("the ledger is empty")
     total = sum(row["docs"] for row in rows)
-    stages = sorted({row["stage"] for row in rows} | set(STAGE_ORDER), key=stage_rank)
+    stages = sorted({row["stage"] for row in rows} | set(stage_names(judging_only=True)), key=stage_rank)
     left, remaining = total, []
     for stage in stages:
         left -= sum(row["docs"] for row in rows if row["stage"] == stage and row["status"] != "kept")

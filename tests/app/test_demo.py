@@ -18,8 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from factory.config import load_config
-from factory.demo import (
+from datafactory.app.demo import (
     KIND_SHARES,
     KINDS,
     LANGS,
@@ -31,6 +30,7 @@ from factory.demo import (
     shingles,
     write_demo_corpus,
 )
+from datafactory.factory.config import load_config
 
 N_DOCS = 3000
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_same_seed_gives_identical_bytes(tmp_path):
 
 def test_identical_bytes_across_processes(tmp_path):
     here = write_demo_corpus(tmp_path / "here", n_docs=300, seed=1)
-    code = "import sys; from pathlib import Path; from factory.demo import write_demo_corpus; "
+    code = "import sys; from pathlib import Path; from datafactory.app.demo import write_demo_corpus; "
     code += "write_demo_corpus(Path(sys.argv[1]), n_docs=300, seed=1)"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "there")], check=True, env=env, cwd=REPO)

@@ -2,11 +2,10 @@
 
 import json
 
+from support.quality_examples import synthetic_examples
 from typer.testing import CliRunner
 
-from factory.cli import app
-
-from ..filters.test_quality import synthetic_examples
+from datafactory.app.cli import app
 
 
 def write_jsonl(path, rows):

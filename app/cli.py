@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from factory.catalog import build_catalog, query
-from factory.config import ConfigError
+from datafactory.factory.catalog import build_catalog, query
+from datafactory.factory.config import ConfigError
 
 app = typer.Typer(help="datafactory: raw web text -> clean, deduplicated, tokenized shards and WSD mixtures.",
                   no_args_is_help=True, add_completion=False)
@@ -65,20 +65,28 @@ def fail(message: str) -> None:
 
 def run_build(config_path: Path, out: Path) -> None:
     quiet_libraries()
-    from factory.config import load_config
-    from pipelines.readers import resolve_inputs
+    from datafactory.factory.config import load_config
+    from datafactory.pipelines.readers import resolve_inputs
 
     try:  # unknown keys, wrong types, missing inputs or model files: fail before Prefect or any stage starts
-        resolve_inputs(load_config(config_path))
+        config = load_config(config_path)
+        resolve_inputs(config)
     except ConfigError as err:
         fail(str(err))
-    from flows.build import build_corpus
-    from flows.lock import DirLocked
+    if not (config.quality.model or config.quality.scorers):
+        from datafactory.filters.quality import BOOTSTRAP_LABEL
+
+        console.print(f"[yellow]quality:[/yellow] no quality.model in {config_path}; "
+                      f"scoring with the {BOOTSTRAP_LABEL}")
+    from datafactory.app.report import write_report
+    from datafactory.flows.build import build_corpus
+    from datafactory.flows.lock import DirLocked
 
     try:
         build_corpus(str(config_path), str(out))
     except (ConfigError, DirLocked) as err:
         fail(str(err))
+    write_report(out)
 
 
 def print_build_summary(out: Path) -> None:
@@ -95,8 +103,9 @@ def print_build_summary(out: Path) -> None:
     )
     print_table(columns, rows, title="tokens by source and language")
     console.print(f"Build directory: [bold]{out.resolve()}[/bold]")
-    console.print(f"Catalog: {out.resolve() / 'catalog.duckdb'}  (views: ledger, shards, ingest, langid, "
-                  "heuristics, dedup, quality, quality_buckets, tokenize)")
+    _, views = query(out, "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY view_name")
+    console.print(f"Catalog: {out.resolve() / 'catalog.duckdb'}  (views: {', '.join(name for name, in views)})")
+    console.print(f"Report: {out.resolve() / 'report.html'}  (open it in a browser; works offline)")
 
 
 def print_examples(out: Path) -> None:
@@ -112,6 +121,16 @@ def build(config: Path = typer.Argument(..., help="YAML build config"),
     run_build(config, out)
     print_build_summary(out)
     print_examples(out)
+
+
+@app.command()
+def stages() -> None:
+    """List the build's stages in run order: what each reads, adds and does (the stage registry)."""
+    from datafactory.pipelines.registry import STAGES
+
+    print_table(["stage", "after", "adds", "does"],
+                [(stage.name, ", ".join(stage.upstream) or "inputs", ", ".join(stage.adds), stage.summary)
+                 for stage in STAGES], title="build stages (DIR/stages/<stage>/, catalog view <stage>)")
 
 
 @app.command()
@@ -139,12 +158,12 @@ def plan(build: Path = typer.Option(Path("build"), "--build", help="build direct
          check: Path | None = typer.Option(None, "--check", help="validate this manifest against the build it names")
          ) -> None:
     """Write DIR/manifests/stable.json and anneal.json from the catalog and a policy, or --check a manifest."""
-    from factory.manifest import ManifestError
-    from mixtures.check import check_manifest
-    from mixtures.methods import InfeasiblePlan
-    from mixtures.planner import mean_quality, read_plan
-    from mixtures.planner import plan as make_plan
-    from mixtures.policy import load_policy
+    from datafactory.factory.manifest import ManifestError
+    from datafactory.mixtures.check import check_manifest
+    from datafactory.mixtures.methods import InfeasiblePlan
+    from datafactory.mixtures.planner import mean_quality, read_plan
+    from datafactory.mixtures.planner import plan as make_plan
+    from datafactory.mixtures.policy import load_policy
 
     if check is not None:
         try:
@@ -171,7 +190,7 @@ def plan(build: Path = typer.Option(Path("build"), "--build", help="build direct
                      for row in mine], title=title)
     console.print(f"manifests: {written['stable']}  {written['anneal']}")
     console.print(f"plan table: factory stats --build {build} \"SELECT * FROM plan\"")
-    from factory.report import write_report
+    from datafactory.app.report import write_report
 
     console.print(f"report (with both mixtures): {write_report(build).resolve()}")
 
@@ -185,7 +204,7 @@ def train(manifest: Path = typer.Argument(..., help="stable (or anneal) manifest
           max_steps: int | None = typer.Option(None, "--max-steps"),
           compile: bool = typer.Option(True, "--compile/--no-compile")) -> None:
     """Train from a manifest with a WSD schedule that switches to the anneal recipe at decay start."""
-    from trainer.train import train as run_training
+    from datafactory.trainer.train import train as run_training
 
     out = out or manifest.parent.parent / "runs" / manifest.stem
     result = run_training(manifest, model=model, out_dir=out, batch_size=batch_size, max_steps=max_steps,
@@ -208,12 +227,12 @@ def serve(
 ) -> None:
     """Register the build-corpus, plan-mixture and train deployments and run their flow runs until Ctrl-C."""
     quiet_libraries()
-    from flows.serve import run_serve
-    from flows.server import ServerError
+    from datafactory.flows.serve import run_serve
+    from datafactory.flows.server import ServerError
 
     try:
-        run_serve(config, out, name=name, schedule=schedule, timezone=timezone, policy=policy, limit=limit,
-                  server=server, port=port)
+        run_serve(config or demo_config(out), out, name=name, schedule=schedule, timezone=timezone, policy=policy,
+                  limit=limit, server=server, port=port)
     except ServerError as err:
         fail(str(err))
 
@@ -232,12 +251,12 @@ def sandbox(build: Path = typer.Option(Path("build"), "--build", help="build dir
     quiet_libraries()
     from rich.markdown import Markdown
 
-    from factory.manifest import ManifestError
-    from flows.lock import DirLocked
-    from flows.sandbox import report_markdown, run_sandbox, sandbox_flow
-    from mixtures.methods import InfeasiblePlan
-    from mixtures.policy import load_policy
-    from mixtures.sandbox import SandboxError
+    from datafactory.factory.manifest import ManifestError
+    from datafactory.flows.lock import DirLocked
+    from datafactory.flows.sandbox import report_markdown, run_sandbox, sandbox_flow
+    from datafactory.mixtures.methods import InfeasiblePlan
+    from datafactory.mixtures.policy import load_policy
+    from datafactory.mixtures.sandbox import SandboxError
 
     try:
         loaded = load_policy(policy)  # a bad policy fails here, before any proxy trains
@@ -262,12 +281,12 @@ def tokenizer_train(config: Path = typer.Argument(..., help="the build's YAML co
                     build: Path = typer.Option(Path("build"), "--build", help="build directory")) -> None:
     """(Re)train DIR/tokenizer on a language-balanced sample of the build's kept text; print bytes per token."""
     quiet_libraries()
-    from factory.config import load_config
-    from pipelines.tokenizer import load_info
-    from pipelines.tokenizer import run as run_tokenizer
+    from datafactory.factory.config import load_config
+    from datafactory.pipelines.registry import run_stage_named
+    from datafactory.pipelines.tokenizer import load_info
 
     try:
-        result = run_tokenizer(load_config(config), build)
+        result = run_stage_named("tokenizer", load_config(config), build)
     except FileNotFoundError as err:
         fail(f"{err} (run `factory build {config} --out {build}` first: the tokenizer trains on its kept text)")
     info = load_info(build)
@@ -281,7 +300,7 @@ def tokenizer_train(config: Path = typer.Argument(..., help="the build's YAML co
 @app.command()
 def report(build: Path = typer.Argument(..., help="build directory")) -> None:
     """Write DIR/report.html: the build's charts (funnel, languages, quality, dedup, tokens, mixtures, training)."""
-    from factory.report import write_report
+    from datafactory.app.report import write_report
 
     try:
         path = write_report(build)
@@ -293,7 +312,7 @@ def report(build: Path = typer.Argument(..., help="build directory")) -> None:
 @shards_app.command("verify")
 def shards_verify(build: Path = typer.Argument(..., help="build directory")) -> None:
     """Check every indexed shard's sha256 and row count."""
-    from factory.shards import read_index, verify_shards
+    from datafactory.factory.shards import read_index, verify_shards
 
     problems = verify_shards(build)
     if problems:
@@ -312,7 +331,7 @@ def quality_train(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train a quality scorer; `quality: {scorers: [{model: OUT}]}` in a build config uses it."""
-    from filters.quality_train import LabelledDataError, read_labelled, train_quality_model
+    from datafactory.filters.quality_train import LabelledDataError, read_labelled, train_quality_model
 
     try:
         if negatives is None:
@@ -337,7 +356,7 @@ def demo(out: Path = typer.Option(Path("demo-build"), "--out", help="build direc
          steps: int = typer.Option(60, "--steps", help="training steps"),
          seed: int = typer.Option(0, "--seed")) -> None:
     """Write the built-in demo corpus, build it, plan both WSD phases, train a tiny model on CPU."""
-    from factory.demo import write_demo_corpus
+    from datafactory.app.demo import write_demo_corpus
 
     corpus = write_demo_corpus(out / "input", n_docs=docs, seed=seed)
     console.print(f"demo corpus: {docs:,} documents in {out / 'input'} (ground truth: {corpus.ground_truth})")
@@ -347,10 +366,20 @@ def demo(out: Path = typer.Option(Path("demo-build"), "--out", help="build direc
     print_examples(out)
 
 
+def demo_config(out_dir: Path) -> Path:
+    """The built-in demo corpus's config, written into OUT/input the first time."""
+    config = out_dir / "input" / "demo.yaml"
+    if not config.exists():
+        from datafactory.app.demo import write_demo_corpus
+
+        write_demo_corpus(out_dir / "input")
+    return config
+
+
 def demo_train(out: Path, steps: int, seed: int) -> None:
-    from mixtures.planner import Policy
-    from mixtures.planner import plan as make_plan
-    from trainer.train import train as run_training
+    from datafactory.mixtures.planner import Policy
+    from datafactory.mixtures.planner import plan as make_plan
+    from datafactory.trainer.train import train as run_training
 
     batch_size, seq_len = 8, int(query(out, "SELECT max(seq_len) FROM shards")[1][0][0])
     policy = Policy(name="demo", total_tokens=steps * batch_size * seq_len, seed=seed, warmup_fraction=0.05,
@@ -361,7 +390,7 @@ def demo_train(out: Path, steps: int, seed: int) -> None:
     result = run_training(written["stable"], model="test", out_dir=out / "runs" / "demo", batch_size=batch_size)
     console.print(f"training: loss {result.first_loss:.3f} (first step) -> {result.last_loss:.3f} (last step), "
                   f"{result.tokens_per_s:,.0f} tokens/s; metrics: {result.metrics_path}")
-    from factory.report import write_report
+    from datafactory.app.report import write_report
 
     console.print(f"report: {write_report(out).resolve()}  (open it in a browser; works offline)")
 
@@ -372,3 +401,7 @@ def main() -> None:
     except ConfigError as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

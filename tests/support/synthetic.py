@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from factory.manifest import dump_manifest
-from factory.shards import ShardRows, sha256_file, shard_schema, write_shard
+from datafactory.factory.manifest import dump_manifest
+from datafactory.factory.shards import ShardRows, sha256_file, shard_schema, write_shard
 
 VOCAB, PAD, BOS, EOS = 64, 0, 1, 2
 FIRST_WORD = 3  # ids below are special

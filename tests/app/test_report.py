@@ -15,10 +15,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
+from support.builds import copy_build
 
-from factory.catalog import build_catalog
-from factory.report import REPORT_NAME, write_report
+from datafactory.app.report import REPORT_NAME, write_report
+from datafactory.factory.catalog import build_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -67,26 +67,13 @@ PROBE = """<script>
 
 
 @pytest.fixture(scope="module")
-def demo_build(tmp_path_factory) -> Path:
-    """The demo corpus through every stage (in-memory runner; the Prefect flow itself is tests/flows' subject),
-    both phases planned, a few training steps, then the report as `factory report` writes it."""
-    from factory.config import load_config
-    from factory.demo import write_demo_corpus
-    from flows.build import STAGES
-    from mixtures.planner import Policy, plan
-    from trainer.train import train
+def demo_build(reference_build, tmp_path_factory) -> Path:
+    """A copy of the session's small demo build, re-planned with this module's policy, a few training steps, then
+    the report as `factory report` writes it."""
+    from datafactory.mixtures.planner import Policy, plan
+    from datafactory.trainer.train import train
 
-    out = tmp_path_factory.mktemp("report-demo")
-    corpus = write_demo_corpus(out / "input", n_docs=300, seed=5)
-    config = yaml.safe_load(corpus.config.read_text())
-    config |= {"runner": {"direct_running_mode": "in_memory"},
-               "tokenize": {"seq_len": 64, "rows_per_shard": 256, "tokenizer": {"vocab_size": 4000}}}
-    config_path = corpus.config.with_name("report.yaml")
-    config_path.write_text(yaml.safe_dump(config))
-    build_config = load_config(config_path)
-    for _, run_stage in STAGES:
-        run_stage(build_config, out)
-    build_catalog(out)
+    out = copy_build(reference_build, tmp_path_factory.mktemp("report") / "build")
     steps, batch_size = 6, 4
     written = plan(out, Policy(name="report-test", total_tokens=steps * batch_size * 64, warmup_fraction=0.2,
                                anneal_fraction=0.34))

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from factory.catalog import build_catalog
-from factory.shards import sha256_file, shard_schema, write_index, write_shard
-
-from ..trainer.synthetic import BOS, EOS, PAD, VOCAB, make_rows
+from datafactory.factory.catalog import build_catalog
+from datafactory.factory.shards import sha256_file, shard_schema, write_index, write_shard
+from support.synthetic import BOS, EOS, PAD, VOCAB, make_rows
 
 SEQ_LEN = 32
 ROWS = 64

@@ -1,0 +1,89 @@
+"""The stage registry is the one list of stages: order checked, names written nowhere else, and a stage added there
+alone runs in the Prefect flow, resumes, and shows in the catalog, the report and `factory stages`."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from support.toy_stage import NAME, REASON, with_toy_stage
+from typer.testing import CliRunner
+
+from datafactory.app.cli import app
+from datafactory.app.report import stage_rank
+from datafactory.factory.catalog import query
+from datafactory.factory.config import load_config
+from datafactory.factory.markers import read_marker
+from datafactory.pipelines import ingest, registry
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+LAYERS = ("factory", "filters", "pipelines", "mixtures", "trainer", "flows", "app")
+
+
+def test_every_stage_comes_after_its_upstream():
+    registry.check_order(registry.STAGES)
+    backwards = (registry.stage("langid"), registry.stage("ingest"))
+    with pytest.raises(ValueError, match="'langid' is listed before its upstream stage"):
+        registry.check_order(backwards)
+
+
+def test_an_unknown_stage_name_says_which_exist():
+    with pytest.raises(KeyError, match="the stages are ingest, langid"):
+        registry.stage("nope")
+
+
+def test_no_module_but_the_registry_lists_the_stages():
+    """A line naming three or more stages in quotes is a stage list; only pipelines/registry.py may hold one."""
+    names = registry.stage_names()
+    quoted = re.compile("[\"'](" + "|".join(names) + ")[\"']")
+    offenders = [
+        f"{path.relative_to(PACKAGE_ROOT)}:{number}"
+        for layer in LAYERS
+        for path in sorted((PACKAGE_ROOT / layer).rglob("*.py"))
+        if path.name != "registry.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if len(set(quoted.findall(line))) >= 3
+    ]
+    assert offenders == []
+
+
+def test_a_registered_stage_runs_in_the_flow_and_shows_everywhere(small_corpus, tmp_path, monkeypatch):
+    from datafactory.flows.build import build_corpus
+
+    monkeypatch.setattr(registry, "STAGES", with_toy_stage(registry.STAGES))
+    hashed = []
+    real_digest = ingest.inputs_digest
+    monkeypatch.setattr(ingest, "inputs_digest", lambda files: hashed.append(files) or real_digest(files))
+    out = tmp_path / "build"
+
+    first = build_corpus(str(small_corpus / "test.yaml"), str(out))
+    assert [result.stage for result in first] == registry.stage_names()
+    assert NAME in [result.stage for result in first] and not any(result.skipped for result in first)
+    assert len(hashed) == 1  # the input bytes are read once to decide what to skip, not once per mechanism
+
+    columns, rows = query(out, f"SELECT count(*), min(chars) FROM {NAME}")
+    assert rows[0][0] > 0 and rows[0][1] > 0
+    _, dropped = query(out, f"SELECT count(*) FROM ledger WHERE stage = '{NAME}' AND reason = '{REASON}'")
+    assert dropped[0][0] > 0
+    _, leaked = query(out, f"SELECT count(*) FROM quality WHERE length(doc_id) > 0 AND doc_id IN "
+                      f"(SELECT doc_id FROM {NAME} WHERE NOT keep)")
+    assert leaked[0][0] == 0  # quality read the toy stage's survivors
+    assert stage_rank("dedup") < stage_rank(NAME) < stage_rank("quality")
+    listing = CliRunner().invoke(app, ["stages"])
+    assert listing.exit_code == 0 and NAME in listing.output
+
+    again = build_corpus(str(small_corpus / "test.yaml"), str(out))
+    assert all(result.skipped for result in again)  # resumed from the markers, the toy stage's included
+    assert len(hashed) == 2
+
+
+def test_a_stage_is_handed_its_first_upstream_and_a_digest_of_all(small_corpus, reference_build):
+    """What a run function reads comes from its registry entry, not from the stage's module."""
+    seen = []
+    probe = dataclasses.replace(registry.stage("tokenize"), run=seen.append)
+    probe.execute(load_config(small_corpus / "test.yaml"), reference_build)
+    assert seen[0].reads == "quality" and seen[0].previous.stage_dir == reference_build / "stages" / "quality"
+    marker = read_marker(reference_build / "stages" / "tokenize")
+    assert seen[0].input_hash == marker["input_hash"]  # the digest the finished build recorded: tokenize is done
