@@ -253,10 +253,11 @@ def sandbox(build: Path = typer.Option(Path("build"), "--build", help="build dir
 
     from datafactory.factory.manifest import ManifestError
     from datafactory.flows.lock import DirLocked
-    from datafactory.flows.sandbox import report_markdown, run_sandbox, sandbox_flow
+    from datafactory.flows.sandbox import run_sandbox, sandbox_flow
     from datafactory.mixtures.methods import InfeasiblePlan
     from datafactory.mixtures.policy import load_policy
     from datafactory.mixtures.sandbox import SandboxError
+    from datafactory.mixtures.sandbox_report import report_markdown
 
     try:
         loaded = load_policy(policy)  # a bad policy fails here, before any proxy trains

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.catalog import CATALOG_NAME
 from datafactory.pipelines.registry import stage_names
 
@@ -554,8 +554,4 @@ def write_report(build_dir: str | Path) -> Path:
         page = render(build_dir, collect(cat))
     finally:
         cat.close()
-    target = build_dir / REPORT_NAME
-    tmp = build_dir / f".{REPORT_NAME}.tmp-{os.getpid()}"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_text_atomic(build_dir / REPORT_NAME, page)

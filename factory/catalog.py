@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+
+from datafactory.factory.atomic import atomic_path
 
 CATALOG_NAME = "catalog.duckdb"
 TEXT_COLUMNS = ("text", "cleaned_text")  # left out of the stage views: `SELECT *` stays a query about documents
@@ -50,12 +51,9 @@ def build_catalog(build_dir: str | Path) -> Path:
     """(Re)write catalog.duckdb atomically; views use absolute paths, so rebuild it after moving a build."""
     build_dir = Path(build_dir)
     target = build_dir / CATALOG_NAME
-    tmp = build_dir / f".{CATALOG_NAME}.tmp-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    with duckdb.connect(str(tmp)) as con:
+    with atomic_path(target) as tmp, duckdb.connect(str(tmp)) as con:
         for name, select in _views(build_dir).items():
             con.execute(f'CREATE VIEW "{name}" AS {select}')
-    os.replace(tmp, target)
     return target
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
 
+from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.shards import sha256_file
 
 SCHEMA_FILE = "manifest.schema.json"
@@ -39,12 +39,7 @@ def validate_manifest(manifest: dict, origin: str = "<manifest>") -> None:
 def dump_manifest(manifest: dict, path: str | Path) -> Path:
     """Validate, then write with sorted keys so the same plan gives the same bytes."""
     validate_manifest(manifest, str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # a killed planner never leaves half a manifest
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def manifest_root(manifest_path: str | Path, manifest: dict) -> Path:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
+from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.shards import sha256_file
 
 MARKER_NAME = "_SUCCESS.json"
@@ -49,9 +49,7 @@ def write_marker(
         "counts": counts,
         "outputs": {str(p.relative_to(build_dir)): sha256_file(p) for p in sorted(outputs)},
     }
-    tmp = stage_dir / f".{MARKER_NAME}.tmp"
-    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, marker_path(stage_dir))
+    write_text_atomic(marker_path(stage_dir), json.dumps(marker, indent=2, sort_keys=True))
     return marker
 
 

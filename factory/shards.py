@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from datafactory.factory.atomic import atomic_path
 
 FORMAT_VERSION = "1"
 INDEX_NAME = "index.parquet"
@@ -74,11 +75,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def write_shard(path: str | Path, rows: ShardRows, schema: pa.Schema) -> str:
     """Write atomically (temp name, then rename) and return the file's sha256."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         writer.write_table(rows.to_table(schema), max_chunksize=1024)
-    os.replace(tmp, path)
     return sha256_file(path)
 
 
@@ -117,12 +115,9 @@ def read_shard(path: str | Path) -> Shard:
 
 def write_index(build_dir: str | Path, entries: list[dict]) -> Path:
     path = Path(build_dir) / "shards" / INDEX_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(entries, key=lambda entry: entry["path"])
-    table = pa.Table.from_pylist(ordered, schema=INDEX_SCHEMA)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(ordered, schema=INDEX_SCHEMA), tmp)
     return path
 
 

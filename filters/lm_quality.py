@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from datafactory.factory.atomic import write_bytes_atomic
+
 MAX_CHARS = 4_000  # the scored prefix: enough for a stable mean, bounded cost on huge documents
 REFERENCE_SUFFIX = ".reference"  # the second LM sits beside the first: MODEL and MODEL.reference
 
@@ -114,9 +116,7 @@ def _train_lm(texts: list[str], out: Path, vocab_size: int) -> None:
         character_coverage=0.9995, byte_fallback=True, hard_vocab_limit=False, num_threads=1,
         shuffle_input_sentence=False, max_sentence_length=16384, minloglevel=2,
     )
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(model.getvalue())
-    tmp.replace(out)
+    write_bytes_atomic(out, model.getvalue())
 
 
 def train_lm_ratio(

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from datafactory.factory.atomic import atomic_path
 from datafactory.filters.ftmodel import load_fasttext_model, train_supervised_file
 
 HQ, LQ = "hq", "lq"
@@ -86,7 +87,6 @@ def train_classifier(
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, train_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".train.txt")
     os.close(fd)
-    tmp_model = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         labels = write_training_file(examples, Path(train_name))
         if HQ not in labels:
@@ -102,11 +102,10 @@ def train_classifier(
             "minCount": min_count,
             "loss": "softmax",
         }
-        train_supervised_file(train_name, tmp_model, params)
-        os.replace(tmp_model, out)
+        with atomic_path(out) as tmp_model:
+            train_supervised_file(train_name, tmp_model, params)
     finally:
         Path(train_name).unlink(missing_ok=True)
-        tmp_model.unlink(missing_ok=True)
     return out
 
 

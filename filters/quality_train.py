@@ -21,6 +21,7 @@ import numpy as np
 import xxhash
 import zstandard
 
+from datafactory.factory.atomic import write_text_atomic
 from datafactory.filters.lm_quality import Calibration, LMRatioScorer, train_lm_ratio
 from datafactory.filters.quality import HQ, LQ, QualityScorer, train_classifier
 
@@ -174,4 +175,4 @@ def train_quality_model(
 
 
 def _write_sidecar(model_path: Path, sidecar: dict) -> None:
-    sidecar_path(model_path).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text_atomic(sidecar_path(model_path), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")

@@ -24,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
+from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.manifest import dump_manifest
 from datafactory.flows.lock import dir_lock
 from datafactory.flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
@@ -32,21 +33,18 @@ from datafactory.mixtures.policy import Policy, load_policy
 from datafactory.mixtures.sandbox import (
     UNITS,
     MixtureSpace,
-    Proposal,
-    TargetFit,
     candidates,
     fit_targets,
-    held_out_objective,
     mixture_space,
     objective_weights,
     proposal_policy,
     propose,
     proxy_manifests,
-    scaling_check,
     select_heldout,
     training_index,
     validation_manifest,
 )
+from datafactory.mixtures.sandbox_report import SandboxOutcome, make_report, report_markdown
 
 if TYPE_CHECKING:  # torch loads only where a proxy trains
     from datafactory.trainer.model import ModelConfig
@@ -99,9 +97,7 @@ def model_config(spec: str | dict[str, Any]) -> ModelConfig:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def proxy_run(run: ProxyRun) -> dict:
@@ -235,120 +231,15 @@ def run_sandbox(build_dir: str | Path, policy: Policy, runs: int | None = None, 
                      setup.proxy(f"proposal-m{size}", proposal.units, size)]
         confirm = dict(zip((run.name for run in more), run_all(more), strict=True))
         written = setup.out / "policy.yaml"
-        written.write_text(yaml.safe_dump(proposal_policy(policy, setup.space.names, proposal.units), sort_keys=False),
-                           encoding="utf-8")
-        report = make_report(setup, units, results, fits, losses, proposal, confirm, written)
+        write_text_atomic(written, yaml.safe_dump(proposal_policy(policy, setup.space.names, proposal.units),
+                                                  sort_keys=False))
+        vocab, seq_len = setup.tokenizer["vocab_size"], setup.index[0]["seq_len"]
+        params = [params_of(spec, vocab, seq_len) for spec in rules.models]
+        report = make_report(SandboxOutcome(build, policy, setup.space, setup.heldout, units, results, fits, losses,
+                                            proposal, confirm, written, params))
         write_json(setup.out / "report.json", report)
-        (setup.out / "report.md").write_text(report_markdown(report), encoding="utf-8")
+        write_text_atomic(setup.out / "report.md", report_markdown(report))
     return report
-
-
-def make_report(setup: Setup, units: np.ndarray, results: list[dict], fits: dict[str, TargetFit],
-                losses: dict[str, np.ndarray], proposal: Proposal, confirm: dict[str, dict], policy_file: Path) -> dict:
-    """Everything a reader needs to trust or doubt the proposal, as JSON-ready data."""
-    rules, names = setup.policy.sandbox, setup.space.names
-    objective = objective_weights(rules)
-
-    def measured(result: dict) -> dict[str, float]:
-        value = float(sum(share * result["losses"][name] for name, share in objective.items()))
-        return result["losses"] | {"objective": value}
-
-    sizes = range(1, len(rules.models))
-    vocab, seq_len = setup.tokenizer["vocab_size"], setup.index[0]["seq_len"]
-    whole = held_out_objective(fits, objective, losses)
-    report = {
-        "build": str(setup.out.parent.resolve()),
-        "policy": setup.policy.name,
-        "components": names,
-        "prior": dict(zip(names, setup.space.prior.round(6).tolist(), strict=True)),
-        "caps": dict(zip(names, setup.space.caps.tolist(), strict=True)),
-        "targets": {name: {**rules.targets[name].model_dump(exclude_none=True),
-                           "heldout_shards": [entry["path"] for entry in entries]}
-                    for name, entries in setup.heldout.items()},
-        "objective": objective,
-        "runs": [{"name": result["name"], "weights": weights_of(names, row), "losses": result["losses"],
-                  "objective": measured(result)["objective"], "train_loss": result["train_loss"],
-                  "seconds": round(result["seconds"], 3)}
-                 for result, row in zip(results, units, strict=True)],
-        "fit": {name: {"linear": fit.scores["linear"], "gbm": fit.scores["gbm"], "winner": fit.winner}
-                for name, fit in fits.items()} | {"objective": whole},
-        "proposal": {
-            "weights": weights_of(names, proposal.units),
-            "predicted": proposal.predicted,
-            "measured": measured(confirm["proposal"]),
-            "prior_predicted": proposal.prior_predicted,
-            "prior_measured": measured(results[0]),
-            "policy_file": str(policy_file.resolve()),
-        },
-        "scaling": scaling_check(
-            [params_of(spec, vocab, seq_len) for spec in rules.models],
-            [measured(results[0])["objective"]] + [measured(confirm[f"prior-m{i}"])["objective"] for i in sizes],
-            [measured(confirm["proposal"])["objective"]] + [measured(confirm[f"proposal-m{i}"])["objective"]
-                                                           for i in sizes]),
-    }
-    return report | {"warnings": warnings(report)}
-
-
-def warnings(report: dict) -> list[str]:
-    """What should stop a reader from taking the proposal as it is."""
-    out = []
-    rho = report["fit"]["objective"]["spearman"]
-    if rho is None or rho < 0.5:
-        out.append(f"the fit ranks held-out runs poorly on the objective (Spearman {number(rho)}): add runs "
-                   "(--runs) or proxy_tokens before trusting the proposal")
-    proposal = report["proposal"]
-    if proposal["measured"]["objective"] >= proposal["prior_measured"]["objective"]:
-        out.append("the confirmation run is no better than the prior: keep the prior mixture")
-    return out
-
-
-def weights_of(names: list[str], units: np.ndarray) -> dict[str, float]:
-    return {name: int(unit) / UNITS for name, unit in zip(names, units, strict=True)}
-
-
-# ----------------------------------------------------------------------------- the report
-
-
-def number(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def report_markdown(report: dict) -> str:
-    """Fit quality per target, the proposal against the prior (predicted and measured), and the scaling check."""
-    names = report["components"]
-    lines = [f"# Model sandbox: `{report['build']}`", "",
-             f"{len(report['runs'])} proxy runs; objective: "
-             + " + ".join(f"{share:.2f} x {name}" for name, share in report["objective"].items()), "",
-             "## Fit on held-out runs (5-fold cross-validation)", "",
-             "| target | linear R^2 | linear Spearman | GBM R^2 | GBM Spearman | better |", "|---|---|---|---|---|---|"]
-    for name, fit in report["fit"].items():
-        if name == "objective":
-            continue
-        lin, gbm = fit["linear"], fit["gbm"]
-        lines.append(f"| {name} | {number(lin['r2'])} | {number(lin['spearman'])} | {number(gbm['r2'])} | "
-                     f"{number(gbm['spearman'])} | {fit['winner']} |")
-    whole = report["fit"]["objective"]
-    lines += ["", f"Objective, winners' out-of-fold predictions: R^2 {number(whole['r2'])}, "
-              f"Spearman {number(whole['spearman'])}.", "",
-              "## Proposal", "", "| mixture | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    proposal = report["proposal"]
-    for label, weights in (("prior", report["runs"][0]["weights"]), ("proposal", proposal["weights"])):
-        lines.append(f"| {label} | " + " | ".join(f"{weights[name]:.3f}" for name in names) + " |")
-    lines += ["", "| loss | prior predicted | prior measured | proposal predicted | proposal measured |",
-              "|---|---|---|---|---|"]
-    for name in [*report["objective"], "objective"]:
-        values = (proposal["prior_predicted"], proposal["prior_measured"], proposal["predicted"], proposal["measured"])
-        lines.append(f"| {name} | " + " | ".join(number(value[name], 4) for value in values) + " |")
-    scaling = report["scaling"]
-    lines += ["", f"Policy for `factory plan`: `{proposal['policy_file']}`", "", "## Scaling check", "",
-              "| non-embedding params | prior | proposal | advantage |", "|---|---|---|---|"]
-    for params, prior, prop, gap in zip(scaling["params"], scaling["prior"], scaling["proposal"],
-                                        scaling["advantage"], strict=True):
-        lines.append(f"| {params:,} | {prior:.4f} | {prop:.4f} | {gap:+.4f} |")
-    lines += ["", scaling["verdict"], ""]
-    if report["warnings"]:
-        lines += ["## Warnings", "", *(f"- {warning}" for warning in report["warnings"]), ""]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- Prefect

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import xxhash
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 
+from datafactory.factory.atomic import atomic_path
 from datafactory.factory.config import BuildConfig, RunnerConfig
 from datafactory.factory.markers import is_done, read_marker, reset_paths, write_marker
 from datafactory.factory.records import (
@@ -49,10 +49,8 @@ def part_name(prefix: str, index: int, total: int) -> str:
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 @dataclass(frozen=True)

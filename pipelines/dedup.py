@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.config import DedupConfig, ParagraphDedupConfig
 from datafactory.factory.records import DROPPED, DUPLICATE, stage_schema
 from datafactory.filters.dedup import (
@@ -232,10 +233,7 @@ def not_a_star(element: tuple[str, Iterable[str | None]]) -> int:
 
 
 def write_count(count: int, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(str(count))
-    tmp.replace(path)
+    write_text_atomic(path, str(count))
 
 
 class WriteEdges(beam.PTransform):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 import sentencepiece as spm
 import xxhash
 
+from datafactory.factory.atomic import write_bytes_atomic, write_text_atomic
 from datafactory.factory.config import TokenizerConfig
 from datafactory.factory.shards import sha256_file
 from datafactory.pipelines.common import StagePaths, StageResult, StageRun, run_stage
@@ -153,9 +153,7 @@ def train_sentencepiece(lines: list[str], out: Path, config: TokenizerConfig) ->
         max_sentence_length=16384,
         minloglevel=2,
     )
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(model.getvalue())
-    os.replace(tmp, out)
+    write_bytes_atomic(out, model.getvalue())
 
 
 def describe(build_dir: Path, compression: dict[str, float] | None = None) -> TokenizerInfo:
@@ -167,7 +165,7 @@ def describe(build_dir: Path, compression: dict[str, float] | None = None) -> To
         bytes_per_token=compression or {},
     )
     target = tokenizer_dir(build_dir) / INFO_NAME
-    target.write_text(json.dumps(asdict(info), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text_atomic(target, json.dumps(asdict(info), indent=2, sort_keys=True) + "\n")
     return info
 
 

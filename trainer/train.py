@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from datafactory.factory.atomic import atomic_path, write_text_atomic
 from datafactory.trainer.data import IGNORE_INDEX, Batch, ManifestLoader, Phase, open_phase
 from datafactory.trainer.model import (
     ModelConfig,
@@ -127,13 +128,10 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     """torch.save to a temp name, fsync, then rename: a reader never sees a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(state, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return path
 
 
@@ -147,12 +145,11 @@ def _prune(out_dir: Path, keep: int) -> None:
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -172,7 +169,7 @@ class Metrics:
         else:  # drop lines a killed run wrote past its last checkpoint
             lines = path.read_text().splitlines() if path.exists() else []
             kept = [line for line in lines if line and json.loads(line)["step"] <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
         self.losses: list[float] = []
         self.timed_tokens, self.timed_seconds = 0, 0.0
         self.untimed: tuple[int, float] = (0, 0.0)
