@@ -66,7 +66,7 @@ def fail(message: str) -> None:
 def run_build(config_path: Path, out: Path) -> None:
     quiet_libraries()
     from datafactory.factory.config import load_config
-    from datafactory.pipelines.readers import resolve_inputs
+    from datafactory.pipelines.inputs import resolve_inputs
 
     try:  # unknown keys, wrong types, missing inputs or model files: fail before Prefect or any stage starts
         config = load_config(config_path)

@@ -21,7 +21,7 @@ from datafactory.flows.lock import run_lock
 from datafactory.flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
 from datafactory.pipelines import registry
 from datafactory.pipelines.common import StageResult
-from datafactory.pipelines.readers import resolve_inputs
+from datafactory.pipelines.inputs import resolve_inputs
 
 
 @contextlib.contextmanager

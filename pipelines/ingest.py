@@ -22,7 +22,8 @@ from datafactory.pipelines.common import (
     run_beam,
     run_stage,
 )
-from datafactory.pipelines.readers import RecordReader, display_path, inputs_digest, resolve_inputs
+from datafactory.pipelines.inputs import display_path, inputs_digest, resolve_inputs
+from datafactory.pipelines.readers import RecordReader
 
 
 class ReadInputFile(beam.DoFn):

@@ -14,7 +14,8 @@ import zstandard
 
 from datafactory.factory.config import ConfigError, IngestConfig, InputSpec, load_config, parse_config
 from datafactory.pipelines.common import LostDocuments, StagePaths, check_conservation
-from datafactory.pipelines.readers import RecordReader, resolve_inputs
+from datafactory.pipelines.inputs import resolve_inputs
+from datafactory.pipelines.readers import RecordReader
 from datafactory.pipelines.registry import run_stage_named
 
 MIB = 1 << 20

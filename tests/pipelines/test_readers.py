@@ -5,10 +5,12 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import zstandard
 
 from datafactory.factory.config import IngestConfig, InputSpec
-from datafactory.pipelines.readers import RecordReader, detect_format
+from datafactory.pipelines.inputs import detect_format
+from datafactory.pipelines.readers import RecordReader
 
 
 def read(path, **spec):
@@ -79,3 +81,16 @@ def test_unknown_extension_is_one_invalid_row(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n")
     rows = read(tmp_path / "x.csv")
     assert len(rows) == 1 and "unknown file extension" in rows[0]["reason"]
+
+
+def test_zstd_skippable_frames_are_read_past_and_a_cut_frame_raises():
+    import io
+    import struct
+
+    from datafactory.pipelines.read_jsonl import ZstdFrames
+
+    first, second = (zstandard.ZstdCompressor().compress(text) for text in (b"hello\n", b"world\n"))
+    skippable = struct.pack("<II", 0x184D2A50, 3) + b"abc"
+    assert io.BufferedReader(ZstdFrames(io.BytesIO(first + skippable + second))).read() == b"hello\nworld\n"
+    with pytest.raises(zstandard.ZstdError, match="ends inside"):
+        io.BufferedReader(ZstdFrames(io.BytesIO(first + second[:-3]))).read()

@@ -10,7 +10,8 @@ import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from datafactory.factory.config import IngestConfig, InputSpec
-from datafactory.pipelines.readers import RecordReader, detect_format
+from datafactory.pipelines.inputs import detect_format
+from datafactory.pipelines.readers import RecordReader
 
 # HTML responses per file, as counted in shared/data/README.md.
 REAL_FILES = {
