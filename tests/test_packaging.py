@@ -3,6 +3,7 @@ source checkout on the path (the editable install cannot hide a missing package 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -32,9 +33,12 @@ print(len(names))
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+    """Built from a copy of the sources, so setuptools' build/ folder never lands in the checkout."""
+    source, out = tmp_path_factory.mktemp("source") / "repo", tmp_path_factory.mktemp("dist")
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "demo-build", "*.egg-info", "tests", "benchmarks", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(out), str(REPO)], check=True, cwd=out)
+                    "--wheel-dir", str(out), str(source)], check=True, cwd=out)
     (path,) = out.glob("datafactory_corpus-*.whl")
     return path
 
