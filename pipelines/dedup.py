@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterable
-from pathlib import Path
 
 import apache_beam as beam
 import duckdb
@@ -16,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.config import DedupConfig, ParagraphDedupConfig
 from datafactory.factory.records import DROPPED, DUPLICATE, stage_schema
 from datafactory.filters.dedup import (
@@ -33,18 +31,24 @@ from datafactory.pipelines.common import (
     StagePaths,
     StageResult,
     StageRun,
-    SumAlways,
     WriteStage,
     decision_counts,
     fill_empty_partitions,
     only,
-    part_name,
-    partition_of,
     read_kept,
     read_kept_batches,
     run_beam,
     run_stage,
-    write_parquet_atomic,
+)
+from datafactory.pipelines.components import (
+    ROUNDS_PER_PIPELINE,
+    Edge,
+    StarRounds,
+    WriteEdges,
+    count_edges,
+    read_edges,
+    star,
+    violations,
 )
 
 FIELDS = [
@@ -53,14 +57,11 @@ FIELDS = [
     pa.field("duplicate_of", pa.string()),
     pa.field("units_removed", pa.int32()),  # repeated lines/paragraphs taken out of the text
 ]
-EDGE_SCHEMA = pa.schema([("child", pa.string()), ("parent", pa.string())])
-ROUNDS_PER_PIPELINE = 3  # large-star + small-star iterations per Beam pipeline; dedup clusters are shallow
 # A node is "<rank><doc_id><exact key>": string order is survivor order, so a cluster's smallest node survives.
 KEY_WIDTH = 32
 NO_EXACT = "-" * KEY_WIDTH
 RANK_WIDTH = {"longest": 12, "earliest_date": 10, "oldest_id": 0}
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-Edge = tuple[str, str]  # (child, parent) with parent < child
 
 
 def rank(row: dict, survivor: str) -> str:
@@ -117,13 +118,6 @@ def exact_groups(element: tuple[str, Iterable[dict]]) -> Iterable[tuple[str, dic
             yield EDGE, (key["node"], anchor)
 
 
-def star(nodes: Iterable[str]) -> tuple[str, list[Edge]]:
-    """Edges from every node to the smallest: enough to connect a group, not all its pairs."""
-    nodes = list(nodes)
-    centre = min(nodes)
-    return centre, [(node, centre) for node in nodes if node != centre]
-
-
 def bucket_edges(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
     """A star over each LSH bucket, centred on its smallest node."""
     return star(element[1])[1]
@@ -164,123 +158,6 @@ class Verify(beam.PTransform):
             | "JoinParent" >> beam.CoGroupByKey()
             | "Similar" >> beam.FlatMap(verified_edges, self.threshold)
         )
-
-
-# --------------------------------------------------------------------------- connected components
-
-
-def both_ways(edge: Edge) -> Iterable[Edge]:
-    yield edge
-    yield edge[1], edge[0]
-
-
-def large_star(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
-    """Every larger neighbour of a node is linked to the smallest node of its neighbourhood."""
-    node, neighbours = element
-    smallest = min(node, min(neighbours))
-    for other in neighbours:
-        if other > node:
-            yield other, smallest
-
-
-def small_star(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
-    """A node and its smaller neighbours are all linked to the smallest of them."""
-    node, smaller = element
-    smallest, edges = star(smaller)
-    yield from edges
-    yield node, smallest
-
-
-class StarRounds(beam.PTransform):
-    """Alternating large-star and small-star rounds; connectivity is kept and each round flattens the clusters."""
-
-    def __init__(self, rounds: int) -> None:
-        super().__init__()
-        self.rounds = rounds
-
-    def expand(self, edges: beam.PCollection) -> beam.PCollection:
-        for i in range(self.rounds):
-            edges = (
-                edges
-                | f"BothWays{i}" >> beam.FlatMap(both_ways)
-                | f"Neighbours{i}" >> beam.GroupByKey()
-                | f"LargeStar{i}" >> beam.FlatMap(large_star)
-                | f"Smaller{i}" >> beam.GroupByKey()
-                | f"SmallStar{i}" >> beam.FlatMap(small_star)
-                | f"Distinct{i}" >> beam.Distinct()
-            )
-        return edges
-
-
-def roles(edge: Edge) -> Iterable[tuple[str, str | None]]:
-    child, parent = edge
-    yield child, parent
-    yield parent, None
-
-
-def not_a_star(element: tuple[str, Iterable[str | None]]) -> int:
-    """1 when a node has two parents, or both a parent and children: its cluster is not a star yet."""
-    _, parents = element
-    first, has_children = None, False
-    for parent in parents:
-        if parent is None:
-            has_children = True
-        elif first is None:
-            first = parent
-        elif parent != first:
-            return 1
-    return int(has_children and first is not None)
-
-
-def write_count(count: int, path: Path) -> None:
-    write_text_atomic(path, str(count))
-
-
-class WriteEdges(beam.PTransform):
-    """Edges to <directory>/part-*.parquet (one file per non-empty partition) and the star-check count beside."""
-
-    def __init__(self, directory: Path, total: int) -> None:
-        super().__init__()
-        self.directory, self.total = directory, total
-
-    def expand(self, edges: beam.PCollection) -> beam.PCollection:
-        directory, total = self.directory, self.total
-        (
-            edges
-            | "EdgePartition" >> beam.Map(lambda edge: (partition_of(edge[0], total), edge))
-            | "GroupEdges" >> beam.GroupByKey()
-            | "WriteEdgeParts" >> beam.Map(write_edges, directory, total)
-        )
-        return (
-            edges
-            | "Roles" >> beam.FlatMap(roles)
-            | "ByNode" >> beam.GroupByKey()
-            | "NotAStar" >> beam.Map(not_a_star)
-            | "Violations" >> SumAlways()
-            | "WriteViolations" >> beam.Map(write_count, directory / "violations.txt")
-        )
-
-
-def write_edges(element: tuple[int, Iterable[Edge]], directory: Path, total: int) -> None:
-    """One partition's edges, sorted in memory like WriteStage's rows (edges are ~100 bytes, documents kilobytes)."""
-    index, edges = element
-    child, parent = zip(*sorted(edges), strict=True)
-    table = pa.table({"child": list(child), "parent": list(parent)}, schema=EDGE_SCHEMA)
-    write_parquet_atomic(table, directory / part_name("", index, total))
-
-
-def read_edges(pipeline: beam.Pipeline, directory: Path, label: str) -> beam.PCollection:
-    files = [str(path) for path in sorted(directory.glob("part-*.parquet"))]
-    return (
-        pipeline
-        | f"{label}Files" >> beam.Create(files)
-        | f"{label}Edges" >> beam.FlatMap(lambda path: pq.read_table(path).to_pylist())
-        | f"{label}Tuples" >> beam.Map(lambda row: (row["child"], row["parent"]))
-    )
-
-
-def violations(directory: Path) -> int:
-    return int((directory / "violations.txt").read_text())
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -404,10 +281,6 @@ def dedup_counts(paths: StagePaths, config: DedupConfig, rounds: int, edges: int
         "components": {"edges": edges, "rounds": rounds},
         "units_removed": int(units),
     }
-
-
-def count_edges(directory: Path) -> int:
-    return sum(pq.read_metadata(path).num_rows for path in directory.glob("part-*.parquet"))
 
 
 def run(job: StageRun) -> StageResult:

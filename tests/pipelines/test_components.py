@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from datafactory.factory.config import RunnerConfig
 from datafactory.pipelines.common import beam_options
-from datafactory.pipelines.dedup import StarRounds, both_ways, large_star, not_a_star, roles, small_star
+from datafactory.pipelines.components import StarRounds, both_ways, large_star, not_a_star, roles, small_star
 
 Edge = tuple[str, str]
 
