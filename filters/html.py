@@ -16,6 +16,8 @@ from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding, map_encoding_to_html5
 from resiliparse.parse.html import HTMLTree
 
+from datafactory.filters.text import NO_SPACE_CLASS
+
 Mode = Literal["cascade", "resiliparse", "trafilatura"]
 MODES: tuple[str, ...] = ("cascade", "resiliparse", "trafilatura")
 
@@ -56,11 +58,7 @@ _TRAFILATURA_OPTIONS = {
 # A line is prose when it has at least this many words (or, in scripts written without spaces, characters).
 _PROSE_WORDS = 6
 _PROSE_NO_SPACE_CHARS = 12
-# Thai, Hangul, kana, Han (BMP and the supplementary ideograph planes).
-_NO_SPACE_CHAR = re.compile(
-    "[\u0e00-\u0e7f\u1100-\u11ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-    "\uff66-\uff9f\U00020000-\U0003134f]"
-)
+_NO_SPACE_CHAR = re.compile(f"[{NO_SPACE_CLASS}]")
 # Short lines carrying these phrases are page furniture, not text (English only: the phrases sites reuse most).
 # Found with str.find on the lower-cased text: ~10x faster than one case-insensitive regex alternation.
 _BOILERPLATE = (

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from datafactory.factory.atomic import atomic_path
 from datafactory.filters.ftmodel import load_fasttext_model, train_supervised_file
+from datafactory.filters.text import NO_SPACE_CLASS
 
 HQ, LQ = "hq", "lq"
 LABEL_PREFIX = "__label__"
@@ -24,10 +25,9 @@ MAX_CHARS = 5_000
 Bucket = Literal["low", "mid", "high"]
 
 
-# Scripts written without spaces, and CJK punctuation: each character becomes a fastText token of its own.
-_NO_SPACE_RANGES = ((0x0E00, 0x0E7F), (0x3000, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF),
-                    (0xF900, 0xFAFF), (0xFF61, 0xFF9F))
-_NO_SPACE_RUN = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _NO_SPACE_RANGES) + "]+")
+# Scripts written without spaces, and CJK punctuation (U+3000-303F, U+FF61-FF65): each character becomes a fastText
+# token of its own, so 。and 、 separate tokens as spaces do elsewhere.
+_NO_SPACE_RUN = re.compile(f"[{NO_SPACE_CLASS}\u3000-\u303f\uff61-\uff65]+")
 
 
 def _spaced_out(run: re.Match) -> str:

@@ -1,6 +1,6 @@
 """Text normalisation and Unicode-aware word splitting shared by every filter.
 
-"No-space" scripts (Han, Hiragana, Katakana, Hangul, Thai) are split into single characters.
+"No-space" scripts (Han, Hiragana, Katakana, Hangul, Thai: NO_SPACE_RANGES) are split into single characters.
 """
 
 from __future__ import annotations
@@ -9,9 +9,21 @@ import unicodedata
 
 import regex
 
-_NO_SPACE = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}\u30fc\uff70"
-_CJK_CHAR = regex.compile(rf"[{_NO_SPACE}]")
-_CJK_RUN = regex.compile(rf"[{_NO_SPACE}]+")
+# Scripts written without spaces, by code point range: Thai, Hangul (jamo, compatibility jamo, syllables,
+# half-width), kana (with the phonetic extensions, enclosed and squared forms, the kana supplements), Han (radicals,
+# iteration marks, Extension A, the unified and compatibility ideographs, Extensions B and later). The one
+# definition every filter uses; ranges, not \p{...} classes, so the stdlib `re` (2-3x faster here) can use it too.
+NO_SPACE_RANGES = (
+    (0x0E00, 0x0E7F), (0x1100, 0x11FF), (0x2E80, 0x2FDF), (0x3005, 0x3005), (0x3007, 0x3007), (0x3021, 0x3029),
+    (0x302E, 0x302F), (0x3038, 0x303B), (0x3040, 0x30FF), (0x3130, 0x318F), (0x31F0, 0x31FF), (0x3200, 0x33FF),
+    (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xA960, 0xA97F), (0xAC00, 0xD7FF), (0xF900, 0xFAFF), (0xFF66, 0xFFDC),
+    (0x1AFF0, 0x1B16F), (0x20000, 0x3347F),
+)
+NO_SPACE_CLASS = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in NO_SPACE_RANGES)  # the inside of a [...] class
+# Tokens are letters, marks and digits: the ranges' punctuation and symbols (・, ㈱) stay separators, as elsewhere.
+_NO_SPACE = rf"[{NO_SPACE_CLASS}]&&[\p{{L}}\p{{M}}\p{{N}}]"
+_CJK_CHAR = regex.compile(rf"[{_NO_SPACE}]", flags=regex.V1)
+_CJK_RUN = regex.compile(rf"[{_NO_SPACE}]+", flags=regex.V1)
 # Same characters as words() covers (apostrophe joins included), so cjk_ratio agrees with its tokens.
 _WORD_RUN = regex.compile(r"[\p{L}\p{M}\p{N}]+(?:['’][\p{L}\p{M}\p{N}]+)*")
 # A token is one no-space-script character, or a run of letters/marks/digits of other scripts,

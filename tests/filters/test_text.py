@@ -92,3 +92,18 @@ def test_normalize_for_hash_merges_trivial_variants() -> None:
     assert a == b == "hello world page 0 of 0"
     assert normalize_for_hash("ＡＢＣ　１２３") == "abc 0"
     assert normalize_for_hash("你好，世界！") == "你好世界"
+
+
+def test_no_space_ranges_cover_the_scripts_written_without_spaces():
+    """The ranges every filter shares agree with Unicode's script properties on every letter, mark and digit of those
+    scripts, except a few kana and Tangut iteration marks outside the ranges, which stay word characters."""
+    import regex
+
+    from datafactory.filters.text import is_cjk
+
+    scripts = regex.compile(r"[[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]&&[\p{L}\p{M}\p{N}]]", regex.V1)
+    missed = [hex(cp) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF
+              and scripts.match(chr(cp)) and not is_cjk(chr(cp))]
+    assert missed == ["0x16fe3", "0x16ff0", "0x16ff1", "0x16ff2", "0x16ff3", "0x16ff4", "0x16ff5",
+                      "0x16ff6"], missed
+    assert not any(is_cjk(ch) for ch in "aéßжΩ٣ 12,.!?;:")
