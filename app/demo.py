@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
+from datafactory.filters.text import NO_SPACE_CLASS
+
 LANGS = ("en", "zh", "de", "fr", "es", "ja", "ru")
 CJK_LANGS = frozenset({"zh", "ja"})
 KINDS = (
@@ -97,8 +99,7 @@ tokenize:
   rows_per_shard: 256
 """
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+_TOKEN = re.compile(rf"[{NO_SPACE_CLASS}]|[^\W_{NO_SPACE_CLASS}]+")
 _CJK_SENT = re.compile(r"[^。！？]+(?:[。！？]+[”」』）]?|$)")
 _SENT = re.compile(r"(?<=[.!?…])\s+")
 
@@ -292,310 +293,23 @@ class _CleanGenerator:
 
 # --------------------------------------------------------------------------- dirt: boilerplate, spam, short
 
-_NAV = {
-    "en": {
-        "menu": "Home|About|About Us|Contact|Blog|News|Products|Services|Shop|Cart|Careers|FAQ|Help|Support|"
-        "Events|Gallery|Login|Sign up|Search|Subscribe|Categories|Archives|Press",
-        "cookie": [
-            "We use cookies to improve your experience on our website. By continuing to browse, you agree "
-            "to our use of cookies.",
-            "This site uses cookies. Accept | Decline | Manage preferences",
-            "Cookie settings: we and our partners use cookies to personalize content and ads. [Accept all] "
-            "[Reject all]",
-        ],
-        "footer": [
-            "Privacy Policy | Terms of Use | Cookie Policy | Sitemap",
-            "Follow us: Facebook | Twitter | Instagram | YouTube",
-            "Subscribe to our newsletter",
-            "Back to top",
-            "Share this: Email | Facebook | X | WhatsApp",
-            "Powered by WordPress",
-            "Advertise with us | Work with us | Accessibility",
-            "Previous post | Next post",
-            "Page 1 2 3 4 5 ... Next »",
-            "Tags: news, lifestyle, tips",
-            "Posted in Uncategorized | Leave a comment",
-            "Contact: info@{host}",
-        ],
-        "copyright": "© {year} {site}. All rights reserved.",
-        "more": "Read more »",
-        "related": "Related posts",
-        "sites": (
-            "Daily Bright Green Urban Happy Smart Open Silver Blue North",
-            "Guide Hub Notes Journal Corner Times Post Digest Lab Review",
-        ),
-    },
-    "zh": {
-        "menu": "首页|关于我们|联系我们|新闻中心|产品中心|服务支持|解决方案|加入我们|"
-        "帮助中心|会员中心|登录|注册|网站导航|论坛|下载|在线客服",
-        "cookie": [
-            "本网站使用Cookie以提升您的浏览体验，继续浏览即表示您同意我们使用Cookie。",
-            "我们使用Cookie来分析流量和个性化内容。 接受 | 拒绝 | 设置",
-        ],
-        "footer": [
-            "关于我们 | 联系我们 | 隐私政策 | 用户协议 | 网站地图",
-            "京ICP备{n8}号",
-            "客服热线：400-{n3}-{n4}",
-            "扫码关注微信公众号",
-            "上一篇 | 下一篇",
-            "分享到：微信 | 微博 | QQ空间",
-            "返回顶部",
-            "第1页 2 3 4 5 下一页 尾页",
-            "标签：生活 资讯 推荐",
-            "免责声明：本站部分内容来源于网络，如有侵权请联系删除。",
-        ],
-        "copyright": "Copyright © {year} {site} 版权所有",
-        "more": "阅读全文>>",
-        "related": "相关文章",
-        "sites": ("阳光 星辰 蓝海 未来 新知 绿野 飞鸟 乐活", "网 资讯网 生活网 科技 论坛 在线"),
-    },
-    "de": {
-        "menu": "Startseite|Über uns|Kontakt|Impressum|Datenschutz|AGB|Blog|Aktuelles|Produkte|Leistungen|"
-        "Karriere|Presse|Suche|Anmelden|Registrieren|Warenkorb|Hilfe",
-        "cookie": [
-            "Wir verwenden Cookies, um Ihnen ein optimales Nutzungserlebnis zu bieten. Mit der Nutzung der "
-            "Website stimmen Sie der Verwendung von Cookies zu.",
-            "Cookie-Einstellungen: Alle akzeptieren | Nur notwendige | Einstellungen",
-        ],
-        "footer": [
-            "Impressum | Datenschutz | AGB | Kontakt",
-            "Folgen Sie uns: Facebook | Instagram | YouTube",
-            "Newsletter abonnieren",
-            "Nach oben",
-            "Teilen: E-Mail | Facebook | WhatsApp",
-            "Seite 1 2 3 4 ... Weiter »",
-        ],
-        "copyright": "© {year} {site}. Alle Rechte vorbehalten.",
-        "more": "Weiterlesen »",
-        "related": "Ähnliche Beiträge",
-        "sites": ("Stadt Nord Grün Sonnen Berg Rhein", "blick portal welt magazin zeitung"),
-    },
-    "fr": {
-        "menu": "Accueil|À propos|Contact|Actualités|Blog|Produits|Services|Boutique|Panier|Recrutement|"
-        "Presse|Recherche|Connexion|Inscription|Aide|FAQ",
-        "cookie": [
-            "Nous utilisons des cookies pour améliorer votre expérience. En poursuivant votre navigation, "
-            "vous acceptez leur utilisation.",
-            "Paramètres des cookies : Tout accepter | Tout refuser | Personnaliser",
-        ],
-        "footer": [
-            "Mentions légales | Politique de confidentialité | CGU | Plan du site",
-            "Suivez-nous : Facebook | Instagram | LinkedIn",
-            "Inscrivez-vous à notre newsletter",
-            "Haut de page",
-            "Partager : E-mail | Facebook | X",
-            "Page 1 2 3 4 ... Suivant »",
-        ],
-        "copyright": "© {year} {site}. Tous droits réservés.",
-        "more": "Lire la suite »",
-        "related": "Articles similaires",
-        "sites": ("Horizon Soleil Boussole Atelier Rivage", "Actu Mag Infos Pratique Hebdo"),
-    },
-    "es": {
-        "menu": "Inicio|Quiénes somos|Contacto|Noticias|Blog|Productos|Servicios|Tienda|Carrito|Empleo|"
-        "Prensa|Buscar|Iniciar sesión|Registrarse|Ayuda|Preguntas frecuentes",
-        "cookie": [
-            "Utilizamos cookies propias y de terceros para mejorar nuestros servicios. Si continúa "
-            "navegando, consideramos que acepta su uso.",
-            "Configuración de cookies: Aceptar todas | Rechazar | Configurar",
-        ],
-        "footer": [
-            "Aviso legal | Política de privacidad | Política de cookies | Mapa del sitio",
-            "Síguenos: Facebook | Instagram | YouTube",
-            "Suscríbete a nuestro boletín",
-            "Volver arriba",
-            "Compartir: Correo | Facebook | WhatsApp",
-            "Página 1 2 3 4 ... Siguiente »",
-        ],
-        "copyright": "© {year} {site}. Todos los derechos reservados.",
-        "more": "Leer más »",
-        "related": "Artículos relacionados",
-        "sites": ("Sol Mar Vida Ciudad Norte", "Noticias Hoy Digital Guía Diario"),
-    },
-    "ja": {
-        "menu": "ホーム|会社概要|お問い合わせ|ニュース|ブログ|製品情報|サービス|採用情報|"
-        "よくある質問|サイトマップ|ログイン|新規登録|検索|カート|ヘルプ",
-        "cookie": [
-            "当サイトでは、利便性の向上のためにCookieを使用しています。サイトの閲覧を続けることで、Cookieの使用に"
-            "同意したものとみなされます。",
-            "Cookieの設定：すべて許可 | 拒否 | 詳細設定",
-        ],
-        "footer": [
-            "プライバシーポリシー | 利用規約 | 特定商取引法に基づく表記 | サイトマップ",
-            "公式SNS：X | Instagram | LINE",
-            "メールマガジン登録",
-            "ページの先頭へ",
-            "この記事をシェアする",
-            "前の記事 | 次の記事",
-            "1 2 3 4 … 次へ »",
-        ],
-        "copyright": "Copyright © {year} {site} All Rights Reserved.",
-        "more": "続きを読む »",
-        "related": "関連記事",
-        "sites": ("さくら みどり ひかり あおぞら", "ネット ニュース ライフ ブログ"),
-    },
-    "ru": {
-        "menu": "Главная|О нас|Контакты|Новости|Блог|Продукция|Услуги|Магазин|Корзина|Вакансии|Пресса|Поиск|"
-        "Войти|Регистрация|Помощь|Вопросы и ответы",
-        "cookie": [
-            "Мы используем файлы cookie, чтобы сделать сайт удобнее. Продолжая пользоваться сайтом, вы "
-            "соглашаетесь с их использованием.",
-            "Настройки cookie: Принять все | Отклонить | Настроить",
-        ],
-        "footer": [
-            "Политика конфиденциальности | Пользовательское соглашение | Карта сайта",
-            "Мы в соцсетях: ВКонтакте | Telegram | YouTube",
-            "Подписаться на рассылку",
-            "Наверх",
-            "Поделиться: ВКонтакте | Telegram | WhatsApp",
-            "Страница 1 2 3 4 ... Далее »",
-        ],
-        "copyright": "© {year} {site}. Все права защищены.",
-        "more": "Читать далее »",
-        "related": "Похожие статьи",
-        "sites": ("Новый Городской Северный Домашний", "портал вестник журнал сайт"),
-    },
-}
 
-_SPAM = {
-    "en": (
-        "online casino|best casino bonus|free spins|no deposit bonus|real money slots|sports betting tips|"
-        "poker online|jackpot|win big today|cheap replica watches|buy followers|lose weight fast|"
-        "crypto signals|make money online|payday loans|discount pills",
-        [
-            "Looking for {k}? {site} is the best {k} site with {k2} and {k3}.",
-            "Best {k} 2024 | {k} | {k2} | Top {k} online",
-            "Click here to get {k} now!!! {k} {k} {k}",
-            "Sign up today and get {p}% {k} + {k2}!",
-            "{k} {k2} {k3} {k} {k2} {k3}",
-            "Hot searches: {k}, {k2}, {k3}, {k}, {k2}",
-        ],
-    ),
-    "zh": (
-        "澳门赌场|在线娱乐|真人百家乐|体育投注|注册送彩金|首存优惠|老虎机|时时彩|棋牌游戏|官方网站|信誉平台|秒到账|"
-        "代开发票|刷单兼职|日赚千元|减肥神药",
-        [
-            "{site}【官方网站】{k}，{k2}，{k3}！",
-            "注册就送{n}元，{k}，{k2}，{k}！！！",
-            "【{k}】【{k2}】【{k3}】【{k}】",
-            "{k}|{k2}|{k3}|{k}|{k2}",
-            "加微信{n}{n}，{k}，日赚{n}元，{k2}",
-            "热门搜索：{k} {k2} {k3} {k} {k2}",
-        ],
-    ),
-    "de": (
-        "günstig kaufen|Online Casino|Bonus ohne Einzahlung|schnell abnehmen|Kredit ohne Schufa|beste Preise|"
-        "jetzt bestellen|Gratis Spins|Geld verdienen|Sportwetten",
-        ["{k} {k2} {k3} {k} {k2}", "{site}: {k} | {k2} | {k3}", "{k}!!! {k2}!!! {k3}!!!", "{p}% {k} – {k2}"],
-    ),
-    "fr": (
-        "casino en ligne|bonus sans dépôt|perdre du poids vite|crédit rapide|pas cher|gagner de l'argent|"
-        "tours gratuits|paris sportifs|meilleur prix|livraison gratuite",
-        [
-            "{k} {k2} {k3} {k} {k2}",
-            "{site} : {k} | {k2} | {k3}",
-            "{k} !!! {k2} !!! {k3} !!!",
-            "{p} % {k} – {k2}",
-        ],
-    ),
-    "es": (
-        "casino online|bono sin depósito|perder peso rápido|préstamos rápidos|barato|ganar dinero|"
-        "giros gratis|apuestas deportivas|mejor precio|envío gratis",
-        ["{k} {k2} {k3} {k} {k2}", "{site}: {k} | {k2} | {k3}", "¡¡¡{k}!!! ¡¡¡{k2}!!!", "{p}% {k} – {k2}"],
-    ),
-    "ja": (
-        "オンラインカジノ|入金不要ボーナス|簡単に稼げる|副業|即日融資|激安|無料|今すぐ登録|ダイエット|最安値",
-        ["{k} {k2} {k3} {k} {k2}", "{site}：{k}｜{k2}｜{k3}", "【{k}】【{k2}】【{k3}】", "{n}円{k}！{k2}！"],
-    ),
-    "ru": (
-        "онлайн казино|бонус без депозита|быстро похудеть|займ без отказа|дешево|заработок в интернете|"
-        "бесплатные вращения|ставки на спорт|лучшая цена|купить недорого",
-        ["{k} {k2} {k3} {k} {k2}", "{site}: {k} | {k2} | {k3}", "{k}!!! {k2}!!! {k3}!!!", "{p}% {k} – {k2}"],
-    ),
-}
+_PHRASE_TABLES = ("nav", "spam", "short")
 
-_SHORT = {
-    "en": [
-        "Page not found.",
-        "404 Not Found",
-        "Loading...",
-        "Please enable JavaScript to continue.",
-        "This page has moved. Click here if you are not redirected.",
-        "Comments are closed.",
-        "Thank you for subscribing!",
-        "Access denied.",
-        "Coming soon!",
-        "Your session has expired. Please log in again.",
-        "Order #{n} has been confirmed.",
-        'No results found for "{w}".',
-        "Sign in to read more.",
-        "Item out of stock.",
-    ],
-    "zh": [
-        "页面不存在",
-        "404 您访问的页面已被删除或不存在",
-        "加载中……",
-        "请登录后查看更多内容。",
-        "该帖子已被删除。",
-        "暂无评论，快来抢沙发吧！",
-        "感谢您的订阅！",
-        "系统维护中，请稍后再试。",
-        "订单{n}已提交成功。",
-        "没有找到与“{w}”相关的结果。",
-        "顶！",
-        "楼主好人，谢谢分享。",
-        "内容审核中",
-    ],
-    "de": [
-        "Seite nicht gefunden.",
-        "Wird geladen ...",
-        "Bitte aktivieren Sie JavaScript.",
-        "Vielen Dank für Ihre Anmeldung!",
-        "Kommentare sind geschlossen.",
-        "Bestellung Nr. {n} bestätigt.",
-        "Keine Ergebnisse für „{w}“.",
-    ],
-    "fr": [
-        "Page introuvable.",
-        "Chargement en cours...",
-        "Veuillez activer JavaScript.",
-        "Merci pour votre inscription !",
-        "Les commentaires sont fermés.",
-        "Commande n° {n} confirmée.",
-        "Aucun résultat pour « {w} ».",
-    ],
-    "es": [
-        "Página no encontrada.",
-        "Cargando...",
-        "Por favor, active JavaScript.",
-        "¡Gracias por suscribirte!",
-        "Los comentarios están cerrados.",
-        "Pedido n.º {n} confirmado.",
-        "No hay resultados para «{w}».",
-    ],
-    "ja": [
-        "ページが見つかりません。",
-        "読み込み中…",
-        "JavaScriptを有効にしてください。",
-        "ご登録ありがとうございます。",
-        "コメントは受け付けていません。",
-        "ご注文番号{n}を受け付けました。",
-        "「{w}」に一致する結果はありません。",
-    ],
-    "ru": [
-        "Страница не найдена.",
-        "Загрузка...",
-        "Пожалуйста, включите JavaScript.",
-        "Спасибо за подписку!",
-        "Комментарии закрыты.",
-        "Заказ №{n} подтверждён.",
-        "По запросу «{w}» ничего не найдено.",
-    ],
-}
+
+@lru_cache(maxsize=1)
+def _phrases() -> dict[str, dict]:
+    """The phrase tables shipped as demo_texts/{nav,spam,short}.json, each keyed by language.
+
+    nav: menu items, cookie banners, footer lines, copyright, "read more" and "related" labels, and "sites" (two
+    word lists whose pairs name a site); spam: keywords and templates; short: templates of near-empty pages.
+    """
+    root = resources.files("datafactory.app") / "demo_texts"
+    return {name: json.loads((root / f"{name}.json").read_text(encoding="utf-8")) for name in _PHRASE_TABLES}
 
 
 def _site(rng: random.Random, lang: str) -> str:
-    first, second = (part.split() for part in _NAV[lang]["sites"])
+    first, second = _phrases()["nav"][lang]["sites"]
     sep = "" if lang in ("zh", "ja", "de") else " "
     return f"{rng.choice(first)}{sep}{rng.choice(second)}"
 
@@ -623,7 +337,7 @@ def _headline(rng: random.Random, lang: str) -> str:
 
 
 def _footer_lines(rng: random.Random, lang: str, k: int) -> list[str]:
-    nav = _NAV[lang]
+    nav = _phrases()["nav"][lang]
     lines = [_fill(rng, line) for line in rng.sample(nav["footer"], min(k, len(nav["footer"])))]
     if rng.random() < 0.6:
         lines.append(_fill(rng, nav["copyright"], site=_site(rng, lang)))
@@ -631,8 +345,8 @@ def _footer_lines(rng: random.Random, lang: str, k: int) -> list[str]:
 
 
 def _boilerplate_page(rng: random.Random, lang: str) -> str:
-    nav = _NAV[lang]
-    menu = nav["menu"].split("|")
+    nav = _phrases()["nav"][lang]
+    menu = nav["menu"]
     site = _site(rng, lang)
     lines = [site, " | ".join(rng.sample(menu, rng.randint(5, 9)))]
     if rng.random() < 0.5:
@@ -649,8 +363,8 @@ def _boilerplate_page(rng: random.Random, lang: str) -> str:
 
 
 def _spam_page(rng: random.Random, lang: str) -> str:
-    keywords, templates = _SPAM[lang]
-    kws = keywords.split("|")
+    spam = _phrases()["spam"][lang]
+    kws, templates = spam["keywords"], spam["templates"]
     site = _site(rng, lang)
     sep = "、" if lang in CJK_LANGS else ", "
     focus = rng.sample(kws, 3)
@@ -662,16 +376,16 @@ def _spam_page(rng: random.Random, lang: str) -> str:
             k, k2, k3 = (rng.choice(focus) if rng.random() < 0.7 else rng.choice(kws) for _ in range(3))
             lines.append(_fill(rng, rng.choice(templates), site=site, k=k, k2=k2, k3=k3))
     if rng.random() < 0.5:
-        lines.append(_fill(rng, _NAV[lang]["copyright"], site=site))
+        lines.append(_fill(rng, _phrases()["nav"][lang]["copyright"], site=site))
     return "\n".join(lines)
 
 
 def _short_page(rng: random.Random, lang: str) -> str:
     if rng.random() < 0.25:  # teaser: the first sentence of an article, then a "read more" link
         doc = rng.choice(base_documents()[lang])
-        return f"{doc.paragraphs[0][0]}\n{_NAV[lang]['more']}"
+        return f"{doc.paragraphs[0][0]}\n{_phrases()['nav'][lang]['more']}"
     word = rng.choice(_TOKEN.findall(_headline(rng, lang)) or ["?"])
-    lines = [_fill(rng, rng.choice(_SHORT[lang]), w=word) for _ in range(rng.randint(1, 2))]
+    lines = [_fill(rng, rng.choice(_phrases()["short"][lang]), w=word) for _ in range(rng.randint(1, 2))]
     return "\n".join(dict.fromkeys(lines))
 
 
@@ -783,6 +497,8 @@ class DemoCorpus:
 
 def _allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
     """Split total into integer parts proportional to weights (largest remainder, ties in key order)."""
+    # Not mixtures.methods.largest_remainder: it breaks ties by name, and de/fr/es/ja share one weight, so the
+    # 6 clean documents of a 10-document demo would include an es one instead of an fr one: same seed, new corpus.
     norm = sum(weights.values())
     exact = {k: total * w / norm for k, w in weights.items()}
     out = {k: math.floor(v) for k, v in exact.items()}
@@ -873,7 +589,7 @@ def _generate_docs(n_docs: int, rng: random.Random) -> tuple[list[_Doc], _CleanG
         body = gen.generate(lang, rng.choice(topics[lang]))
         tail = _footer_lines(rng, lang, rng.randint(2, 4))
         if rng.random() < 0.4:
-            tail.insert(0, rng.choice(_NAV[lang]["cookie"]))
+            tail.insert(0, rng.choice(_phrases()["nav"][lang]["cookie"]))
         out.append(_Doc("clean_with_boilerplate", lang, body + "\n\n" + "\n".join(tail), _random_date(rng)))
     return out, gen
 

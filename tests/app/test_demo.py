@@ -11,7 +11,9 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from collections import Counter, defaultdict
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,6 +25,7 @@ from datafactory.app.demo import (
     KINDS,
     LANGS,
     NEAR_DUP_RANGE,
+    _phrases,
     base_documents,
     jaccard,
     quality_training_examples,
@@ -293,3 +296,14 @@ def test_quality_training_examples(corpus):
     generated = [text for text, _ in examples if text not in base_texts and len(text) > 300]
     assert len(generated) > 300
     assert not [text for text in generated if text in corpus_texts]
+
+
+def test_phrase_tables_cover_every_language_and_are_package_data():
+    # tests/test_packaging.py loads only base_documents() from the wheel, so a data file left out of package-data
+    # would pass there and fail in every installed demo: check each file against the app's package-data globs
+    assert all(set(table) == set(LANGS) for table in _phrases().values())
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["datafactory.app"]
+    files = [p.relative_to(REPO / "app").as_posix() for p in (REPO / "app" / "demo_texts").iterdir()]
+    assert {"demo_texts/nav.json", "demo_texts/spam.json", "demo_texts/short.json"} <= set(files)
+    assert [f for f in files if not any(fnmatch(f, glob) for glob in globs)] == []
