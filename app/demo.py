@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from datafactory.filters.text import NO_SPACE_CLASS
+from datafactory.mixtures.methods import largest_remainder
 
 LANGS = ("en", "zh", "de", "fr", "es", "ja", "ru")
 CJK_LANGS = frozenset({"zh", "ja"})
@@ -496,16 +498,9 @@ class DemoCorpus:
 
 
 def _allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
-    """Split total into integer parts proportional to weights (largest remainder, ties in key order)."""
-    # Not mixtures.methods.largest_remainder: it breaks ties by name, and de/fr/es/ja share one weight, so the
-    # 6 clean documents of a 10-document demo would include an es one instead of an fr one: same seed, new corpus.
-    norm = sum(weights.values())
-    exact = {k: total * w / norm for k, w in weights.items()}
-    out = {k: math.floor(v) for k, v in exact.items()}
-    rest = total - sum(out.values())
-    for k in sorted(exact, key=lambda k: out[k] - exact[k])[:rest]:
-        out[k] += 1
-    return out
+    """Split total into integer parts proportional to weights (largest remainder, ties by name)."""
+    norm = sum(Fraction(weight) for weight in weights.values())
+    return largest_remainder({key: total * Fraction(weight) / norm for key, weight in weights.items()})
 
 
 def _kind_counts(n_docs: int) -> dict[str, int]:
