@@ -10,7 +10,6 @@ the reference model alone, CCNet-style, separated this repo's labelled data at R
 
 from __future__ import annotations
 
-import io
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from datafactory.factory.atomic import write_bytes_atomic
+from datafactory.filters.sentencepiece_train import train_model
 
 MAX_CHARS = 4_000  # the scored prefix: enough for a stable mean, bounded cost on huge documents
 REFERENCE_SUFFIX = ".reference"  # the second LM sits beside the first: MODEL and MODEL.reference
@@ -107,16 +106,8 @@ class LMRatioScorer:
 
 
 def _train_lm(texts: list[str], out: Path, vocab_size: int) -> None:
-    """Trained from memory into memory: a file-based run records its temporary input path inside the model,
-    so the bytes would differ run to run. One thread and unshuffled input make the model reproducible."""
     lines = [line.strip() for text in texts for line in prepare(text).split("\n") if line.strip()]
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, model_type="unigram", vocab_size=vocab_size,
-        character_coverage=0.9995, byte_fallback=True, hard_vocab_limit=False, num_threads=1,
-        shuffle_input_sentence=False, max_sentence_length=16384, minloglevel=2,
-    )
-    write_bytes_atomic(out, model.getvalue())
+    train_model(lines, out, model_type="unigram", vocab_size=vocab_size, character_coverage=0.9995)
 
 
 def train_lm_ratio(

@@ -5,7 +5,6 @@ Bound: the sample (config `tokenize.tokenizer.sample_chars`) is gathered in the 
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -17,9 +16,10 @@ import pyarrow.parquet as pq
 import sentencepiece as spm
 import xxhash
 
-from datafactory.factory.atomic import write_bytes_atomic, write_text_atomic
+from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.config import TokenizerConfig
 from datafactory.factory.shards import sha256_file
+from datafactory.filters.sentencepiece_train import train_model
 from datafactory.pipelines.common import StagePaths, StageResult, StageRun, run_stage
 
 MODEL_NAME = "tokenizer.model"
@@ -135,25 +135,10 @@ def sample_lines(files: list[Path], chosen: set[str]) -> list[str]:
 
 
 def train_sentencepiece(lines: list[str], out: Path, config: TokenizerConfig) -> None:
-    """Trained from memory into memory: a file-based run records its temporary input path inside the model,
-    which would change the model's sha256 (and so every shard's metadata) from build to build."""
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=model,
-        vocab_size=config.vocab_size,
-        model_type=config.model_type,
-        character_coverage=config.character_coverage,
-        byte_fallback=True,
-        split_digits=True,
-        unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID,
-        hard_vocab_limit=False,
-        num_threads=1,  # one thread keeps the trained model byte-identical across runs
-        shuffle_input_sentence=False,
-        max_sentence_length=16384,
-        minloglevel=2,
-    )
-    write_bytes_atomic(out, model.getvalue())
+    """The build's tokenizer, byte-identical for the same lines (its sha256 is in every shard's metadata)."""
+    train_model(lines, out, vocab_size=config.vocab_size, model_type=config.model_type,
+                character_coverage=config.character_coverage, split_digits=True,
+                unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID)
 
 
 def describe(build_dir: Path, compression: dict[str, float] | None = None) -> TokenizerInfo:
