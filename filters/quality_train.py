@@ -15,17 +15,17 @@ import math
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import xxhash
 import zstandard
+from sklearn.metrics import roc_auc_score
 
 from datafactory.factory.atomic import write_text_atomic
 from datafactory.filters.lm_quality import Calibration, LMRatioScorer, train_lm_ratio
 from datafactory.filters.quality import HQ, LQ, QualityScorer, train_classifier
 
-Kind = Literal["fasttext", "lm_ratio"]
 KINDS: tuple[str, ...] = ("fasttext", "lm_ratio")
 SIDECAR_SUFFIX = ".json"
 
@@ -88,18 +88,10 @@ def split_holdout(
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if not n_pos or not n_neg:
+    """Probability that a random positive outscores a random negative (ties count half); NaN for one class."""
+    if positive.all() or not positive.any():
         return float("nan")
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
-    ends = np.r_[starts[1:], len(scores)]
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = (start + end + 1) / 2  # average 1-based rank of a tie group
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, scores))
 
 
 def precision_at_top(scores: np.ndarray, positive: np.ndarray, fraction: float = 0.1) -> float:
