@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafactory.trainer.data import Batch
+from datafactory.trainer.metrics import peak_flops_for
 from datafactory.trainer.model import ModelConfig, Transformer, flops_per_token, load_model_config, param_count
-from datafactory.trainer.train import build_optimizer, peak_flops_for, pick_device, train_step
+from datafactory.trainer.train import build_optimizer, pick_device, train_step
 
 # ----------------------------------------------------------------------------- the reference: a plain GPT
 

@@ -41,9 +41,14 @@ def small_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference_build(small_corpus, tmp_path_factory) -> Path:
-    """An uninterrupted build with one in-process Beam worker: what every other build must equal."""
+    """The session's demo build: the build-corpus flow with one in-process Beam worker, then both manifests from a
+    fixed policy. Tests only read it (or copy it with support.builds.copy_build before writing into it), and every
+    other build of the same corpus must equal it byte for byte."""
+    from datafactory.flows.build import build_corpus
+
     out = tmp_path_factory.mktemp("reference")
-    run_all_stages(small_corpus / "test.yaml", out)
+    build_corpus(str(small_corpus / "test.yaml"), str(out))
+    plan_manifests(out)
     return out
 
 

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datafactory.trainer.checkpoints import load_checkpoint
 from datafactory.trainer.data import IGNORE_INDEX, Phase, Source, document_ids, open_phase
 from datafactory.trainer.model import ModelConfig, Transformer
-from datafactory.trainer.train import load_checkpoint, pick_device
+from datafactory.trainer.train import pick_device
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,12 @@
-"""Training loop: a manifest (and the anneal manifest its next_phase names) in, a trained checkpoint out.
-
-Runs the stable mixture until the WSD decay starts, checkpoints there (checkpoints/stable-end.pt),
-then continues on the anneal mixture while the learning rate decays. Resumes from the latest
-checkpoint in out_dir on the same loss trajectory; `anneal_from` branches a decay off a stable checkpoint.
-"""
+"""The training loop: a manifest (and the anneal manifest its next_phase names) in, a trained checkpoint out.
+Checkpoints are handled in checkpoints.py, the metrics log in metrics.py."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import os
-import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +16,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from datafactory.factory.atomic import atomic_path, write_text_atomic
+from datafactory.trainer.checkpoints import (
+    Start,
+    find_start,
+    latest_checkpoint,
+    link_or_copy,
+    restore,
+    save_step,
+    stable_end_path,
+    step_path,
+    training_state,
+)
 from datafactory.trainer.data import IGNORE_INDEX, Batch, ManifestLoader, Phase, open_phase
+from datafactory.trainer.metrics import METRICS_FILE, Metrics, peak_flops_for
 from datafactory.trainer.model import (
     ModelConfig,
     Transformer,
@@ -37,25 +40,6 @@ from datafactory.trainer.model import (
 from datafactory.trainer.schedule import WSDSchedule
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoints"
-STABLE_END = "stable-end.pt"  # the checkpoint where the decay starts: what `anneal_from` branches off
-METRICS_FILE = "metrics.jsonl"
-
-# Dense bf16 tensor-core peak FLOP/s by a fragment of torch.cuda.get_device_name(); first match wins.
-PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),
-    ("H200", 989e12),
-    ("B200", 2250e12),
-    ("A100", 312e12),
-    ("L40S", 362e12),
-    ("L4", 121e12),
-    ("A10", 125e12),
-    ("RTX 4090", 165e12),
-    ("V100", 125e12),
-)
 
 
 @dataclass
@@ -83,25 +67,14 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def peak_flops_for(device: torch.device) -> float | None:
-    """Dense bf16 peak of a known GPU; None on CPU and on GPUs missing from PEAK_BF16_FLOPS."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for fragment, flops in PEAK_BF16_FLOPS:
-        if fragment in name:
-            return flops
-    log.warning("no peak FLOP/s known for %r: pass peak_flops= to get MFU", name)
-    return None
-
-
 def default_lr(config: ModelConfig) -> float:
     """Peak learning rate by size, after the GPT-3 table (smaller models take larger steps)."""
     params = param_count(config, include_embedding=False)
     return 3e-3 if params < 20e6 else 6e-4 if params < 200e6 else 3e-4 if params < 600e6 else 2e-4
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device):
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                    device: torch.device) -> torch.optim.AdamW:
     """AdamW; matrices decay, norm gains do not; fused kernel on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -109,135 +82,6 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, devi
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda")
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_steps(out_dir: str | Path) -> list[tuple[int, Path]]:
-    folder = Path(out_dir) / CHECKPOINT_DIR
-    matches = [(re.fullmatch(r"step-(\d+)\.pt", path.name), path) for path in folder.glob("step-*.pt")]
-    return sorted((int(match.group(1)), path) for match, path in matches if match)
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The checkpoint with the most steps in out_dir/checkpoints (half-written temp files are ignored)."""
-    steps = checkpoint_steps(out_dir)
-    return steps[-1][1] if steps else None
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    """torch.save to a temp name, fsync, then rename: a reader never sees a half-written checkpoint."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return path
-
-
-def load_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any]:
-    return torch.load(path, map_location=device, weights_only=True)
-
-
-def _prune(out_dir: Path, keep: int) -> None:
-    for _, path in checkpoint_steps(out_dir)[:-keep] if keep > 0 else []:
-        path.unlink()  # stable-end.pt is a separate link, so the decay-start checkpoint survives
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    with atomic_path(target) as tmp:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-class Metrics:
-    """Accumulates step results on the device and writes one JSONL line (plus a stdout line) per flush,
-    so the GPU is synchronised once per log interval, not once per step."""
-
-    def __init__(self, path: Path, sources: list[str], flops_per_token: float, peak_flops: float | None,
-                 total_steps: int, resume_step: int | None):
-        self.path, self.sources = path, sources
-        self.flops, self.peak, self.total_steps = flops_per_token, peak_flops, total_steps
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is None:
-            path.write_text("")
-        else:  # drop lines a killed run wrote past its last checkpoint
-            lines = path.read_text().splitlines() if path.exists() else []
-            kept = [line for line in lines if line and json.loads(line)["step"] <= resume_step]
-            write_text_atomic(path, "".join(line + "\n" for line in kept))
-        self.losses: list[float] = []
-        self.timed_tokens, self.timed_seconds = 0, 0.0
-        self.untimed: tuple[int, float] = (0, 0.0)
-        self._reset(time.perf_counter())
-
-    def _reset(self, now: float) -> None:
-        self.pending: list[torch.Tensor] = []
-        self.grad_norms: list[torch.Tensor] = []
-        self.source_sum: torch.Tensor | None = None
-        self.source_count: torch.Tensor | None = None
-        self.interval_tokens, self.data_wait, self.started = 0, 0.0, now
-
-    def use_sources(self, sources: list[str]) -> None:
-        self.sources = sources
-
-    def record(self, loss: torch.Tensor, grad_norm: torch.Tensor, source_sum: torch.Tensor,
-               source_count: torch.Tensor, tokens: int, data_wait: float) -> None:
-        self.pending.append(loss)
-        self.grad_norms.append(grad_norm)
-        self.source_sum = source_sum if self.source_sum is None else self.source_sum + source_sum
-        self.source_count = source_count if self.source_count is None else self.source_count + source_count
-        self.interval_tokens += tokens
-        self.data_wait += data_wait
-
-    def flush(self, step: int, phase: str, lr: float, tokens: int, timed: bool = True) -> dict | None:
-        if not self.pending:
-            return None
-        losses = torch.stack(self.pending).float().tolist()  # the one sync per interval
-        grad_norm = torch.stack(self.grad_norms).float().mean().item()
-        sums, counts = self.source_sum.tolist(), self.source_count.tolist()
-        now = time.perf_counter()
-        seconds = max(now - self.started, 1e-9)
-        rate = self.interval_tokens / seconds
-        if timed:
-            self.timed_tokens += self.interval_tokens
-            self.timed_seconds += seconds
-        else:
-            self.untimed = (self.interval_tokens, seconds)
-        mfu = self.flops * rate / self.peak if self.peak else None
-        record = {
-            "step": step,
-            "phase": phase,
-            "lr": lr,
-            "loss": sum(losses) / len(losses),
-            "loss_per_source": {
-                name: total / count for name, total, count in zip(self.sources, sums, counts, strict=True)
-                if count
-            },
-            "tokens": tokens,
-            "tokens_per_s": rate,
-            "mfu": mfu,
-            "grad_norm": grad_norm,
-            "data_wait": self.data_wait / seconds,
-        }
-        self.losses.extend(losses)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        mfu_text = f" | mfu {mfu:6.1%}" if mfu is not None else ""
-        print(f"step {step:>6}/{self.total_steps} | {phase:<6} | loss {record['loss']:.4f} | lr {lr:.2e} | "
-              f"{rate:>10,.0f} tok/s{mfu_text} | data wait {record['data_wait']:.0%}", flush=True)
-        self._reset(time.perf_counter())
-        return record
-
-    @property
-    def tokens_per_s(self) -> float:
-        """Throughput over the timed intervals; a run of one step only has the untimed first one."""
-        tokens, seconds = (self.timed_tokens, self.timed_seconds) if self.timed_seconds else self.untimed
-        return tokens / seconds if seconds else 0.0
 
 
 # ----------------------------------------------------------------------------- one step
@@ -271,7 +115,31 @@ def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batch: Batc
     return loss.detach(), grad_norm.detach(), source_sum, source_count
 
 
-# ----------------------------------------------------------------------------- where a run starts
+def _step_or_eager(model: Transformer, optimizer: torch.optim.Optimizer, batch: Batch, lr: float,
+                   grad_clip: float, n_sources: int, autocast: Any, eager_fallback: bool) -> tuple[torch.Tensor, ...]:
+    """train_step; with eager_fallback (the first compiled step), a torch.compile failure drops the model
+    to eager mode and retries, since compilation is a speed-up, not something the run depends on."""
+    step_args = (model, optimizer, batch, lr, grad_clip, n_sources, autocast)
+    try:
+        return train_step(*step_args)
+    except Exception as err:
+        if not eager_fallback:
+            raise
+        log.warning("torch.compile failed on %s (%s: %s); continuing in eager mode",
+                    batch.inputs.device.type, type(err).__name__, (str(err).splitlines() or [""])[0])
+        model.uncompile_layers()
+        optimizer.zero_grad(set_to_none=True)
+        return train_step(*step_args)
+
+
+def _next_batch(loader: ManifestLoader, device: torch.device) -> tuple[Batch, float]:
+    """The next batch on the device, and the seconds spent waiting for it."""
+    started = time.perf_counter()
+    batch = next(loader).to(device)
+    return batch, time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------- set-up
 
 
 def _phases(manifest_path: str | Path, allow_outside_root: bool) -> tuple[Phase | None, Phase | None]:
@@ -293,44 +161,16 @@ def _phases(manifest_path: str | Path, allow_outside_root: bool) -> tuple[Phase 
     return first, anneal
 
 
-@dataclass
-class Start:
-    """Where a run begins: from scratch, resuming out_dir's latest checkpoint, or branching a decay off
-    a stable checkpoint. A branch starts its decay where the checkpoint is and lasts decay_tokens."""
-
-    kind: str  # scratch | resume | branch
-    checkpoint: dict | None
-    path: Path | None
-    decay_start_tokens: int
-    total_tokens: int
-
-
-def find_start(out_dir: Path, anneal_from: str | Path | None, lr_schedule: dict, config: ModelConfig,
-               batch_size: int, device: torch.device) -> Start:
-    resume = latest_checkpoint(out_dir)
-    if resume is None and anneal_from is None:
-        return Start("scratch", None, None, lr_schedule["decay_start_tokens"], lr_schedule["total_tokens"])
-    if resume is not None and anneal_from is not None:
-        log.warning("%s already holds checkpoints: resuming from %s, not branching from %s",
-                    out_dir, resume, anneal_from)
-    path = resume or Path(anneal_from)
-    ckpt = load_checkpoint(path, device)
-    saved = ckpt["run"]
-    if saved["model_config"] != dataclasses.asdict(config):
-        raise ValueError(f"checkpoint {path} holds another model: {saved['model_config']} "
-                         f"(asked for {dataclasses.asdict(config)})")
-    if resume is not None:
-        if saved["batch_size"] != batch_size:
-            raise ValueError(f"checkpoint {path} was trained with batch_size {saved['batch_size']}, "
-                             f"not {batch_size}: resuming would change the trajectory")
-        return Start("resume", ckpt, path, saved["decay_start_tokens"], saved["total_tokens"])
-    if ckpt["phase"] != "stable":
-        raise ValueError(f"anneal_from {path} is a checkpoint of the {ckpt['phase']} phase, not a stable one")
-    shift = ckpt["tokens"] - lr_schedule["decay_start_tokens"]
-    if shift:
-        log.warning("branching the decay at %d tokens (the manifest's decay starts at %d)",
-                    ckpt["tokens"], lr_schedule["decay_start_tokens"])
-    return Start("branch", ckpt, path, ckpt["tokens"], lr_schedule["total_tokens"] + shift)
+def _schedule(lr_schedule: dict, start: Start, peak_lr: float, min_lr_ratio: float) -> WSDSchedule:
+    """The manifest's WSD schedule, with the decay starting where `start` puts it (a branch moves it)."""
+    return WSDSchedule(
+        peak_lr=peak_lr,
+        warmup_tokens=min(lr_schedule["warmup_tokens"], start.decay_start_tokens),
+        decay_start_tokens=start.decay_start_tokens,
+        decay_tokens=lr_schedule["decay_tokens"],
+        decay_shape=lr_schedule["decay_shape"],
+        min_ratio=min_lr_ratio,
+    )
 
 
 def open_loader(start: Start, stable: Phase | None, anneal: Phase | None, batch_size: int,
@@ -347,6 +187,19 @@ def open_loader(start: Start, stable: Phase | None, anneal: Phase | None, batch_
             raise ValueError("anneal_from needs the anneal manifest, or a stable one naming it in next_phase")
         return ManifestLoader(anneal, batch_size, inherit=start.checkpoint["loader"], **options)
     return ManifestLoader(stable or anneal, batch_size, **options)
+
+
+def _anneal_loader(loader: ManifestLoader, anneal: Phase, batch_size: int, options: dict[str, Any]) -> ManifestLoader:
+    """Close the stable loader and open the anneal one, which inherits its state."""
+    previous = loader.state_dict()
+    loader.close()
+    return ManifestLoader(anneal, batch_size, inherit=previous, **options)
+
+
+def _total_steps(step: int, tokens: int, total_tokens: int, tokens_per_step: int, max_steps: int | None) -> int:
+    """The step the run stops at: where the schedule's tokens run out, or max_steps if that comes first."""
+    total = step + math.ceil(max(total_tokens - tokens, 0) / tokens_per_step)
+    return total if max_steps is None else min(total, max_steps)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -374,13 +227,18 @@ def train(
     allow_outside_root: bool = False,
     on_step: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """Train on a manifest's mixture with a WSD schedule; see the module docstring for the phases.
+    """Train on a manifest's mixture with a WSD schedule.
+
+    Runs the stable mixture until the WSD decay starts, checkpoints there (checkpoints/stable-end.pt),
+    then continues on the anneal mixture while the learning rate decays. Resumes from the latest
+    checkpoint in out_dir on the same loss trajectory; `anneal_from` branches a decay off a stable checkpoint.
 
     max_steps caps the total step count (a resumed run stops at the same step as an uninterrupted one);
     the schedule always follows the manifest's lr_schedule, so a capped run is a prefix of the full one.
     checkpoint_every=0 saves only at the end (and where the decay starts). `on_step` is called after
     every step with {step, tokens, phase, lr}.
     """
+    # Set-up: the phases, the model, where the run starts and the schedule it follows.
     out_dir, dev = Path(out_dir), pick_device(device)
     cuda = dev.type == "cuda"
     if cuda:
@@ -393,28 +251,13 @@ def train(
     start = find_start(out_dir, anneal_from, first.lr_schedule, config, batch_size, dev)
     decay_start, total_tokens = start.decay_start_tokens, start.total_tokens
     peak_lr = lr if lr is not None else default_lr(config)
-    schedule = WSDSchedule(
-        peak_lr=peak_lr,
-        warmup_tokens=min(first.lr_schedule["warmup_tokens"], decay_start),
-        decay_start_tokens=decay_start,
-        decay_tokens=first.lr_schedule["decay_tokens"],
-        decay_shape=first.lr_schedule["decay_shape"],
-        min_ratio=min_lr_ratio,
-    )
+    schedule = _schedule(first.lr_schedule, start, peak_lr, min_lr_ratio)
 
     # Model, optimizer and data, restored from the checkpoint when there is one.
     torch.manual_seed(first.seed)
     net = Transformer(config).to(dev)
     optimizer = build_optimizer(net, peak_lr, weight_decay, dev)
-    step = tokens = 0
-    if start.checkpoint is not None:
-        net.load_state_dict(start.checkpoint["model"])
-        optimizer.load_state_dict(start.checkpoint["optimizer"])
-        step, tokens = start.checkpoint["step"], start.checkpoint["tokens"]
-    if start.kind == "resume":
-        torch.set_rng_state(start.checkpoint["rng"]["torch"].cpu())
-        if cuda and start.checkpoint["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all([state.cpu() for state in start.checkpoint["rng"]["cuda"]])
+    step, tokens = restore(start, net, optimizer, cuda)
     loader_options = {"prefetch": prefetch, "pin_memory": cuda}
     loader = open_loader(start, stable, anneal, batch_size, **loader_options)
     start_step, last_saved = step, (step if start.checkpoint is not None else -1)
@@ -424,14 +267,15 @@ def train(
         net.compile_layers()
     compile_pending = compile
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-    total_steps = step + math.ceil(max(total_tokens - tokens, 0) / tokens_per_step)
-    if max_steps is not None:
-        total_steps = min(total_steps, max_steps)
+    total_steps = _total_steps(step, tokens, total_tokens, tokens_per_step, max_steps)
     peak = peak_flops if peak_flops is not None else peak_flops_for(dev)
     metrics = Metrics(out_dir / METRICS_FILE, loader.phase.source_names, flops_per_token(config), peak,
                       total_steps, resume_step=step if start.kind == "resume" else None)
-    ckpt_dir = out_dir / CHECKPOINT_DIR
-    stable_end = ckpt_dir / STABLE_END
+    # What a resume must match and keep: saved in every checkpoint, checked by find_start.
+    run_settings = {"model_config": dataclasses.asdict(config), "batch_size": batch_size,
+                    "decay_start_tokens": decay_start, "total_tokens": total_tokens, "peak_lr": peak_lr,
+                    "manifest": str(manifest_path)}
+    stable_end = stable_end_path(out_dir)
     lr_now = schedule(tokens)
     log.info("%.1fM parameters, %s attention, %d tokens/step, steps %d -> %d (%s)", param_count(config) / 1e6,
              net.attention_backend(dev), tokens_per_step, step, total_steps, start.kind)
@@ -439,21 +283,9 @@ def train(
     def checkpoint() -> Path:
         nonlocal last_saved
         metrics.flush(step, loader.phase.name, lr_now, tokens)  # metrics never lag a checkpoint
-        state = {
-            "step": step,
-            "tokens": tokens,
-            "phase": loader.phase.name,
-            "model": net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "loader": loader.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else []},
-            "run": {"model_config": dataclasses.asdict(config), "batch_size": batch_size,
-                    "decay_start_tokens": decay_start, "total_tokens": total_tokens, "peak_lr": peak_lr,
-                    "manifest": str(manifest_path)},
-        }
-        path = save_checkpoint(ckpt_dir / f"step-{step:08d}.pt", state)
+        state = training_state(step, tokens, net, optimizer, loader, run_settings, cuda)
+        path = save_step(out_dir, state, keep_checkpoints)
         last_saved = step
-        _prune(out_dir, keep_checkpoints)
         return path
 
     decay_reached = False
@@ -463,32 +295,19 @@ def train(
             if loader.phase.name == "stable" and tokens >= decay_start and not decay_reached:
                 decay_reached = True
                 if not stable_end.exists():
-                    saved = ckpt_dir / f"step-{step:08d}.pt" if last_saved == step else checkpoint()
-                    _link_or_copy(saved, stable_end)
+                    saved = step_path(out_dir, step) if last_saved == step else checkpoint()
+                    link_or_copy(saved, stable_end)
                 if anneal is not None:
                     metrics.flush(step, loader.phase.name, lr_now, tokens)
-                    previous = loader.state_dict()
-                    loader.close()
-                    loader = ManifestLoader(anneal, batch_size, inherit=previous, **loader_options)
+                    loader = _anneal_loader(loader, anneal, batch_size, loader_options)
                     metrics.use_sources(anneal.source_names)
             if tokens >= total_tokens or (max_steps is not None and step >= max_steps):
                 break
 
-            waited = time.perf_counter()
-            batch = next(loader).to(dev)
-            waited = time.perf_counter() - waited
+            batch, waited = _next_batch(loader, dev)
             lr_now = schedule(tokens + tokens_per_step)
-            step_args = (net, optimizer, batch, lr_now, grad_clip, len(loader.phase.sources), autocast)
-            try:
-                result = train_step(*step_args)
-            except Exception as err:
-                if not compile_pending:
-                    raise
-                log.warning("torch.compile failed on %s (%s: %s); continuing in eager mode",
-                            dev.type, type(err).__name__, (str(err).splitlines() or [""])[0])
-                net.uncompile_layers()
-                optimizer.zero_grad(set_to_none=True)
-                result = train_step(*step_args)
+            result = _step_or_eager(net, optimizer, batch, lr_now, grad_clip, len(loader.phase.sources), autocast,
+                                    eager_fallback=compile_pending)
             compile_pending = False
             step += 1
             tokens += tokens_per_step
@@ -507,7 +326,7 @@ def train(
     finally:
         loader.close()
 
-    tokens_per_s, losses = metrics.tokens_per_s, metrics.losses
+    losses = metrics.losses
     return TrainResult(
         losses=losses,
         first_loss=losses[0] if losses else None,
@@ -515,8 +334,8 @@ def train(
         start_step=start_step,
         steps=step,
         tokens=tokens,
-        tokens_per_s=tokens_per_s,
-        mfu=flops_per_token(config) * tokens_per_s / peak if peak and tokens_per_s else None,
+        tokens_per_s=metrics.tokens_per_s,
+        mfu=metrics.mfu,
         phase=loader.phase.name,
         metrics_path=metrics.path,
         checkpoint_path=latest_checkpoint(out_dir),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +97,8 @@ def build_corpus(
     stable_path = dump_manifest(stable, root / "manifests" / "stable.json")
     anneal_path = dump_manifest(anneal, root / "manifests" / "anneal.json")
     return Corpus(root=root, stable=stable_path, anneal=anneal_path, seq_len=seq_len)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The lines of a run's metrics.jsonl."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
