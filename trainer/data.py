@@ -153,6 +153,20 @@ class Batch:
                      self.sources.to(**move), self.phase, self.state)
 
 
+def row_arrays(source: Source, shard_index: int, row: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One packed row as the model sees it: inputs, targets (ignored past the row's valid length and at padding) and
+    the document id of every position, for masking attention across documents."""
+    shard = source.shards[shard_index]
+    tokens = shard.tokens[row].astype(np.int64)
+    valid = int(shard.valid_len[row])
+    offsets, values = source.starts[shard_index]
+    targets = tokens[1:].copy()
+    targets[max(valid - 1, 0):] = IGNORE_INDEX  # target j is token j + 1
+    if pad_id >= 0:
+        targets[targets == pad_id] = IGNORE_INDEX
+    return tokens[:-1], targets, document_ids(values[offsets[row]:offsets[row + 1]], valid, len(tokens) - 1)
+
+
 def document_ids(starts: np.ndarray, valid_len: int, length: int) -> np.ndarray:
     """Document index of each of `length` positions from a row's start offsets; positions at or past
     valid_len (padding) form a document of their own, so they never mix with real text."""
@@ -272,20 +286,11 @@ class ManifestLoader:
         doc_ids = np.empty((batch, seq), dtype=np.int32)
         for b, source_index in enumerate(picks):
             source, shard_index, row = self._next_row(int(source_index))
-            shard = source.shards[shard_index]
-            tokens = shard.tokens[row].astype(np.int64)
-            if tokens.max(initial=0) >= self.vocab_size:
+            top = int(source.shards[shard_index].tokens[row].max(initial=0))
+            if top >= self.vocab_size:
                 raise ManifestError(f"shard {source.shard_paths[shard_index]} row {row}: token id "
-                                    f"{tokens.max()} is outside the vocabulary of {self.vocab_size}")
-            valid = int(shard.valid_len[row])
-            offsets, values = source.starts[shard_index]
-            starts = values[offsets[row]:offsets[row + 1]]
-            inputs[b] = tokens[:-1]
-            targets[b] = tokens[1:]
-            targets[b, max(valid - 1, 0):] = IGNORE_INDEX  # target j is token j + 1
-            if self.pad_id >= 0:
-                targets[b][targets[b] == self.pad_id] = IGNORE_INDEX
-            doc_ids[b] = document_ids(starts, valid, seq)
+                                    f"{top} is outside the vocabulary of {self.vocab_size}")
+            inputs[b], targets[b], doc_ids[b] = row_arrays(source, shard_index, row, self.pad_id)
         self._step += 1
         tensors = [torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(doc_ids),
                    torch.from_numpy(picks.astype(np.int64))]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from datafactory.trainer.checkpoints import load_checkpoint
-from datafactory.trainer.data import IGNORE_INDEX, Phase, Source, document_ids, open_phase
+from datafactory.trainer.data import IGNORE_INDEX, Phase, Source, open_phase, row_arrays
 from datafactory.trainer.model import ModelConfig, Transformer
 from datafactory.trainer.train import pick_device
 
@@ -47,15 +47,7 @@ def source_batches(source: Source, pad_id: int, batch_size: int,
         targets = np.empty((len(chunk), seq), dtype=np.int64)
         doc_ids = np.empty((len(chunk), seq), dtype=np.int32)
         for b, (shard_index, row) in enumerate(chunk):
-            shard = source.shards[shard_index]
-            tokens = shard.tokens[row].astype(np.int64)
-            valid = int(shard.valid_len[row])
-            offsets, values = source.starts[shard_index]
-            inputs[b], targets[b] = tokens[:-1], tokens[1:]
-            targets[b, max(valid - 1, 0):] = IGNORE_INDEX
-            if pad_id >= 0:
-                targets[b][targets[b] == pad_id] = IGNORE_INDEX
-            doc_ids[b] = document_ids(values[offsets[row]:offsets[row + 1]], valid, seq)
+            inputs[b], targets[b], doc_ids[b] = row_arrays(source, shard_index, row, pad_id)
         yield torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(doc_ids)
 
 
