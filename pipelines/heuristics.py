@@ -6,22 +6,15 @@ With ``heuristics.c4_remove_lines`` a kept document's text becomes C4's cleaned 
 
 from __future__ import annotations
 
-from datafactory.factory.config import HeuristicsConfig
-from datafactory.filters.heuristics import HeuristicFilter, Measurement
-from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, run_document_stage
+from datafactory.filters.heuristics import Measurement
+from datafactory.pipelines.common import StageResult, StageRun, run_document_stage
+from datafactory.pipelines.signals import RuleSetBatch
 
 FIELDS: list = []  # the decision columns only; `signals` and `rules_lang` come from the signals stage
 CONSUMED = ("cleaned_text",)  # folded into `text` here, not carried further
 
 
-class ApplyThresholds(AnnotateBatch):
-    def __init__(self, config: HeuristicsConfig) -> None:
-        self.config = config
-        self.rules: HeuristicFilter | None = None
-
-    def setup(self) -> None:
-        self.rules = HeuristicFilter(self.config)
-
+class ApplyThresholds(RuleSetBatch):
     def annotate(self, rows: list[dict]) -> list[dict]:
         for row in rows:
             measured = Measurement(dict(row["signals"]), row["rules_lang"], row.pop("cleaned_text"))

@@ -18,7 +18,9 @@ FIELDS = [
 ]
 
 
-class MeasureSignals(AnnotateBatch):
+class RuleSetBatch(AnnotateBatch):
+    """Base of the two heuristics DoFns: the configured rule sets, built once per worker."""
+
     def __init__(self, config: HeuristicsConfig) -> None:
         self.config = config
         self.rules: HeuristicFilter | None = None
@@ -26,6 +28,8 @@ class MeasureSignals(AnnotateBatch):
     def setup(self) -> None:
         self.rules = HeuristicFilter(self.config)
 
+
+class MeasureSignals(RuleSetBatch):
     def annotate(self, rows: list[dict]) -> list[dict]:
         for row in rows:
             measured = self.rules.measurement(row["text"], row["lang"])
