@@ -12,6 +12,7 @@ COPY pipelines ./pipelines
 COPY mixtures ./mixtures
 COPY flows ./flows
 COPY trainer ./trainer
+COPY app ./app
 
 # Outside the build machine torch's CPU wheel comes from PyTorch's CPU index, not the multi-GB CUDA build.
 RUN make install TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"

@@ -156,7 +156,7 @@ def _parse_texts(raw: str, lang: str) -> list[BaseDoc]:
 
 @lru_cache(maxsize=1)
 def base_documents() -> dict[str, tuple[BaseDoc, ...]]:
-    """The hand-written documents shipped in factory/demo_texts, by language."""
+    """The hand-written documents shipped in app/demo_texts, by language."""
     root = resources.files("datafactory.app") / "demo_texts"
     texts = {lang: (root / f"{lang}.txt").read_text(encoding="utf-8") for lang in LANGS}
     return {lang: tuple(_parse_texts(raw, lang)) for lang, raw in texts.items()}

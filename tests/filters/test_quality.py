@@ -86,3 +86,13 @@ def test_classifier_on_real_labels(quality_labelled: list[dict], tmp_path: Path)
     auc = roc_auc_score([row["label"] == "hq" for row in test], scores)
     print(f"\nquality AUC on held-out 20%: {auc:.3f}")
     assert auc >= 0.9
+
+
+def test_bootstrap_classifier_on_real_labels(quality_labelled: list[dict], tmp_path: Path) -> None:
+    """The classifier a build falls back to, judged on real labelled documents rather than on the synthetic text it
+    was trained on: 0.84 overall when measured (English 0.95, Chinese 0.58: it knows little of Chinese web junk)."""
+    from datafactory.filters.quality import bootstrap_examples
+
+    model = train_classifier(bootstrap_examples(), tmp_path / "bootstrap.bin")
+    scores = QualityScorer(model).score([row["text"] for row in quality_labelled])
+    assert roc_auc_score([row["label"] == "hq" for row in quality_labelled], scores) >= 0.8
