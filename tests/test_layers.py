@@ -15,7 +15,8 @@ LAYERS = ("factory", "filters", "pipelines", "mixtures", "trainer", "flows", "ap
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess:
     """lint-imports over the `datafactory` package found under ``tree`` (ahead of the editable install)."""
-    command = [str(Path(sys.executable).with_name("lint-imports")), "--config", str(REPO / "pyproject.toml")]
+    command = [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()",
+               "--config", str(REPO / "pyproject.toml")]
     env = os.environ | {"PYTHONPATH": str(tree)}
     return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
 
