@@ -1,7 +1,5 @@
-"""The `factory` command line: demo, build, stats, plan, train, shards verify, catalog.
-
-The CLI is the one module of factory/ that reaches the layers above it (flows/, mixtures/, trainer/), and only
-lazily inside a command, so importing factory/ never pulls in Beam, Prefect or torch.
+"""The `factory` command line (`factory --help` lists every command): the app layer's entry point, which may reach
+every layer below it; heavy layers are imported inside the commands that need them, so `--help` starts fast.
 """
 
 from __future__ import annotations
@@ -66,11 +64,11 @@ def fail(message: str) -> None:
 def run_build(config_path: Path, out: Path) -> None:
     quiet_libraries()
     from datafactory.factory.config import load_config
-    from datafactory.pipelines.inputs import resolve_inputs
+    from datafactory.pipelines.registry import preflight
 
-    try:  # unknown keys, wrong types, missing inputs or model files: fail before Prefect or any stage starts
+    try:  # unknown keys, wrong types, missing inputs, model files or rule names: fail before any stage starts
         config = load_config(config_path)
-        resolve_inputs(config)
+        preflight(config, str(config_path))
     except ConfigError as err:
         fail(str(err))
     if not (config.quality.model or config.quality.scorers):
@@ -130,7 +128,8 @@ def stages() -> None:
 
     print_table(["stage", "after", "adds", "does"],
                 [(stage.name, ", ".join(stage.upstream) or "inputs", ", ".join(stage.adds), stage.summary)
-                 for stage in STAGES], title="build stages (DIR/stages/<stage>/, catalog view <stage>)")
+                 for stage in STAGES],
+                title="build stages (outputs in DIR/stages/<stage>/; a catalog view per stage that writes documents)")
 
 
 @app.command()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 
 def temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Per process and thread, so two writers of one target (a multi-threaded runner) never share it."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
 @contextlib.contextmanager
@@ -23,9 +25,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp.unlink(missing_ok=True)
     try:
         yield tmp
+        _fsync(tmp)  # on disk before the rename, so even a machine crash leaves the old file or the whole new one
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -390,27 +388,6 @@ class BuildConfig(Strict):
         if len(set(paths)) != len(paths):
             raise ValueError("the same input path is listed twice")
         return inputs
-
-    def stage_hash(self, stage: str) -> str:
-        """Hash of everything a stage's output depends on in the config."""
-        parts = {"stage": stage, "seed": self.seed, "num_partitions": self.num_partitions}
-        if stage == "ingest":
-            parts["inputs"] = [spec.model_dump() for spec in self.inputs]
-        parts[stage] = self.stage_settings(stage)
-        blob = json.dumps(parts, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-    def stage_settings(self, stage: str) -> dict | None:
-        """The settings a stage reads: the section named after it, except the tokenizer (under tokenize) and the
-        two halves of `heuristics:` (measuring for `signals`, thresholds for the `heuristics` decision)."""
-        if stage == "tokenizer":
-            return self.tokenize.tokenizer.model_dump()
-        if stage == "signals":
-            return self.heuristics.measuring_settings()
-        if stage == "heuristics":
-            return self.heuristics.threshold_settings()
-        section = getattr(self, stage, None)
-        return None if section is None else section.model_dump()
 
     def resolve_path(self, path: str) -> str:
         """A path from the config: URLs and absolute paths as they are, relative ones against base_dir."""

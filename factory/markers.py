@@ -27,9 +27,14 @@ def read_marker(stage_dir: Path) -> dict | None:
         return None
 
 
-def marker_digest(stage_dir: Path) -> str:
-    """What downstream stages record as their input hash: the upstream marker's bytes."""
-    return hashlib.sha256(marker_path(stage_dir).read_bytes()).hexdigest()
+def outputs_digest(stage_dir: Path) -> str:
+    """What a downstream stage's input digest takes from a finished stage: the sha256 of each of its outputs (not its
+    settings or counts), so a change upstream that writes the same bytes re-runs nothing after it."""
+    marker = read_marker(stage_dir)
+    if marker is None:
+        raise FileNotFoundError(f"{marker_path(stage_dir)}: stage {stage_dir.name!r} has not finished")
+    outputs = json.dumps(marker["outputs"], sort_keys=True).encode()
+    return hashlib.sha256(outputs).hexdigest()
 
 
 def is_done(stage_dir: Path, config_hash: str, input_hash: str) -> bool:

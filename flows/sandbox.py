@@ -115,7 +115,7 @@ def proxy_run(run: ProxyRun) -> dict:
     if out.exists() and (not key_file.exists() or key_file.read_text() != key):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
+    write_text_atomic(key_file, key)
     started, threads = time.perf_counter(), torch.get_num_threads()
     options = {"checkpoint_every": 0, "keep_checkpoints": 1, "log_every": 1_000_000} | run.extra
     try:

@@ -15,6 +15,7 @@ from datafactory.flows.build import build_corpus
 from datafactory.flows.plan import plan_mixture
 from datafactory.flows.server import LOCALHOST, local_server
 from datafactory.flows.train import train_flow
+from datafactory.pipelines.registry import stage_names
 
 DEPLOYMENT_TAGS = ["datafactory"]
 
@@ -42,8 +43,8 @@ def build_deployments(config_path: Path, out_dir: Path, name: str | None = None,
     return [
         build_corpus.to_deployment(
             parameters={"config_path": str(config_path), "out_dir": str(out_dir)}, schedules=schedules,
-            description=f"Build {config_path.name} into {out_dir}: ingest, langid, heuristics, dedup, quality, "
-            "tokenize; finished stages are skipped", **common,
+            description=f"Build {config_path.name} into {out_dir}: {', '.join(stage_names())}; finished stages are "
+            "skipped", **common,
         ),
         plan_mixture.to_deployment(
             parameters={"build_dir": str(out_dir), "policy_path": str(policy_path.resolve()) if policy_path else None},

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datafactory.factory.atomic import atomic_path
 from datafactory.factory.catalog import build_catalog, query
 from datafactory.factory.manifest import dump_manifest
 from datafactory.factory.shards import INDEX_NAME, read_index
@@ -249,7 +250,8 @@ def plan(build_dir: str | Path, policy: Policy) -> dict[str, Path]:
     quality = shard_quality(build_dir)
     rows = (plan_rows("stable", stable_groups, stable_planned, quality)
             + plan_rows("anneal", anneal_groups, anneal_planned, quality))
-    pq.write_table(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), out / PLAN_FILE)
+    with atomic_path(out / PLAN_FILE) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), tmp)
     written["plan"] = out / PLAN_FILE
     build_catalog(build_dir)  # now with the `plan` view
     return written

@@ -269,12 +269,13 @@ def check_conservation(stage: str, counts: dict, upstream: StagePaths | None) ->
 @dataclass(frozen=True)
 class StageRun:
     """What the stage registry hands a stage's run function: the build, the stage's name, the stage whose kept
-    documents it reads (None: it reads the raw inputs) and its input digest, computed once for this run."""
+    documents it reads (None: it reads the raw inputs), its config hash and its input digest, computed once."""
 
     config: BuildConfig
     build_dir: Path
     stage: str
     reads: str | None
+    config_hash: str  # of the settings the stage reads
     input_hash: str
 
     @property
@@ -289,7 +290,7 @@ class StageRun:
 def run_stage(job: StageRun, body: Callable[[], dict], extra_outputs: Callable[[], list[Path]] = list) -> StageResult:
     """Skip a stage whose marker matches its config hash and input digest; otherwise clear its leftovers, run it,
     and write its marker last. This is the build's one resume mechanism."""
-    paths, config_hash = job.paths, job.config.stage_hash(job.stage)
+    paths, config_hash = job.paths, job.config_hash
     if is_done(paths.stage_dir, config_hash, job.input_hash):
         return StageResult(job.stage, read_marker(paths.stage_dir)["counts"], True, 0.0)
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from datafactory.pipelines.common import (
     run_beam,
     run_stage,
 )
-from datafactory.pipelines.inputs import display_path, inputs_digest, resolve_inputs
+from datafactory.pipelines.inputs import display_path, inputs_digest, named_files_digest, resolve_inputs
 from datafactory.pipelines.readers import RecordReader
 
 
@@ -76,8 +76,8 @@ ADDS = tuple(field.name for field in stage_schema(None, []))
 
 
 def input_files_digest(config: BuildConfig, build_dir: Path) -> str:
-    """The bytes of every input file, read once per build run to decide whether ingest is done."""
-    return inputs_digest(resolve_inputs(config))
+    """The bytes of every input file and URL list, read once per build run to decide whether ingest is done."""
+    return inputs_digest(resolve_inputs(config)) + named_files_digest(config, "ingest.")
 
 
 def run(job: StageRun) -> StageResult:

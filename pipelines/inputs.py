@@ -60,6 +60,7 @@ def display_path(path: str, base_dir: str) -> str:
 
 
 def inputs_digest(files: list[tuple[str, int]]) -> str:
+    """The bytes of every (file, input spec index), in order."""
     digest = hashlib.sha256()
     for path, index in files:
         digest.update(f"{path}\x00{index}\x00".encode())
@@ -67,3 +68,10 @@ def inputs_digest(files: list[tuple[str, int]]) -> str:
             while block := handle.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def named_files_digest(config: BuildConfig, prefix: str) -> str:
+    """The bytes of the model and list files the config names under ``prefix`` (e.g. "langid."), so replacing one
+    in place re-runs the stage that reads it."""
+    named = sorted((key, path) for key, path in config.named_files().items() if key.startswith(prefix))
+    return inputs_digest([(path, index) for index, (_, path) in enumerate(named)])

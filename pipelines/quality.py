@@ -84,10 +84,10 @@ def scorers_digest(config: BuildConfig, build_dir: Path) -> str:
 
 
 def train_bootstrap_model(path: Path, seed: int) -> None:
-    """Trains the bootstrap classifier into the build (once; a rerun of the stage reuses it)."""
-    if not path.exists():
-        log.warning("quality: no quality.model or quality.scorers set; scoring with the %s", BOOTSTRAP_LABEL)
-        train_classifier(bootstrap_examples(), path, seed=seed)
+    """Trains the bootstrap classifier into the build each time the stage runs (about a second, and the same bytes
+    for the same examples and seed), so a model left by an older build is never used."""
+    log.warning("quality: no quality.model or quality.scorers set; scoring with the %s", BOOTSTRAP_LABEL)
+    train_classifier(bootstrap_examples(), path, seed=seed)
 
 
 def models_digest(specs: list[ScorerSpec]) -> str:

@@ -4,22 +4,36 @@ its run function. The flow, the resume decision, the catalog, the report and `fa
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from datafactory.factory.config import BuildConfig
-from datafactory.factory.markers import marker_digest
+from datafactory.factory.config import BuildConfig, ConfigError
+from datafactory.factory.markers import outputs_digest
 from datafactory.factory.records import DECISION_COLUMNS
+from datafactory.filters.heuristics import HeuristicFilter
 from datafactory.pipelines import dedup, heuristics, ingest, langid, quality, signals, tokenize, tokenizer
 from datafactory.pipelines.common import StagePaths, StageResult, StageRun
+from datafactory.pipelines.inputs import named_files_digest, resolve_inputs
 
 Run = Callable[[StageRun], StageResult]
 OwnInputs = Callable[[BuildConfig, Path], str]
+Settings = Callable[[BuildConfig], object]
+
+
+def section_named_after(name: str) -> Settings:
+    """The settings a stage reads by default: the config section named after it (none: only seed and partitions)."""
+    return lambda config: section.model_dump() if (section := getattr(config, name, None)) is not None else None
 
 
 def no_own_inputs(config: BuildConfig, build_dir: Path) -> str:
     return ""
+
+
+def files_named_under(prefix: str) -> OwnInputs:
+    """A stage's own inputs: the files its config section names (a langid or tokenizer model)."""
+    return lambda config, build_dir: named_files_digest(config, prefix)
 
 
 @dataclass(frozen=True)
@@ -34,11 +48,19 @@ class Stage:
     own_inputs: OwnInputs = no_own_inputs
     summary: str = ""
     judges: bool = True  # decides keep / drop per document (a step of the report's funnel)
+    settings: Settings | None = None  # what of the config its output depends on; default: its own section
+
+    def config_hash(self, config: BuildConfig) -> str:
+        """Everything in the config that this stage's output depends on (its marker records it)."""
+        settings = (self.settings or section_named_after(self.name))(config)
+        parts = {"stage": self.name, "seed": config.seed, "num_partitions": config.num_partitions,
+                 self.name: settings}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     def input_digest(self, config: BuildConfig, build_dir: Path) -> str:
-        """Computed once per run of the build, after the upstream stages finished: their markers' bytes (which
-        list every output's sha256) and the digest of the stage's own inputs, which reads each input file once."""
-        upstream = [marker_digest(StagePaths(build_dir, name).stage_dir) for name in self.upstream]
+        """Computed once per run of the build, after the upstream stages finished: the sha256 of every output they
+        wrote, and the digest of the stage's own input files (each read once)."""
+        upstream = [outputs_digest(StagePaths(build_dir, name).stage_dir) for name in self.upstream]
         blob = "\x00".join([*upstream, self.own_inputs(config, build_dir)])
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -46,7 +68,8 @@ class Stage:
         """Run the stage (or skip it when done) with its input digest computed here, once. It reads the kept
         documents of its first upstream stage."""
         reads = self.upstream[0] if self.upstream else None
-        return self.run(StageRun(config, build_dir, self.name, reads, self.input_digest(config, build_dir)))
+        return self.run(StageRun(config, build_dir, self.name, reads, self.config_hash(config),
+                                 self.input_digest(config, build_dir)))
 
 
 def field_names(fields: Sequence) -> tuple[str, ...]:
@@ -55,19 +78,25 @@ def field_names(fields: Sequence) -> tuple[str, ...]:
 
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", (), ingest.ADDS, ingest.run, ingest.input_files_digest,
-          "read every input file into documents with stable ids; unreadable records become `invalid`"),
-    Stage("langid", ("ingest",), field_names(langid.FIELDS), langid.run,
+          "read every input file into documents with stable ids; unreadable records become `invalid`",
+          settings=lambda config: {"inputs": [spec.model_dump() for spec in config.inputs],
+                                   "ingest": config.ingest.model_dump()}),
+    Stage("langid", ("ingest",), field_names(langid.FIELDS), langid.run, files_named_under("langid."),
           summary="language and score per document; drops languages the config does not keep"),
     Stage("signals", ("langid",), field_names(signals.FIELDS), signals.run,
-          summary="measures every heuristic rule's signal once per document (keeps all)", judges=False),
+          summary="measures every heuristic rule's signal once per document (keeps all)", judges=False,
+          settings=lambda config: config.heuristics.measuring_settings()),
     Stage("heuristics", ("signals",), DECISION_COLUMNS, heuristics.run,
-          summary="keep or drop on the measured signals against the configured thresholds (cheap to re-run)"),
+          summary="keep or drop on the measured signals against the configured thresholds (cheap to re-run); "
+          "with heuristics.c4_remove_lines a kept document's text becomes C4's cleaned text",
+          settings=lambda config: config.heuristics.threshold_settings()),
     Stage("dedup", ("heuristics",), field_names(dedup.FIELDS), dedup.run,
           summary="exact and MinHash near-duplicate clusters; all but one document per cluster are `duplicate`"),
     Stage("quality", ("dedup",), field_names(quality.FIELDS), quality.run, quality.scorers_digest,
           "quality score per document and a per-language bucket (low / mid / high)"),
-    Stage("tokenizer", ("quality",), ("tokenizer.model",), tokenizer.run,
-          summary="trains (or copies) the build's sentencepiece tokenizer", judges=False),
+    Stage("tokenizer", ("quality",), ("tokenizer.model",), tokenizer.run, files_named_under("tokenize.tokenizer."),
+          summary="trains (or copies) the build's sentencepiece tokenizer", judges=False,
+          settings=lambda config: config.tokenize.tokenizer.model_dump()),
     Stage("tokenize", ("quality", "tokenizer"), field_names(tokenize.SCHEMA), tokenize.run,
           summary="tokenizes and packs the kept documents into Arrow shards with an index"),
 )
@@ -76,6 +105,17 @@ STAGES: tuple[Stage, ...] = (
 def stage_names(judging_only: bool = False) -> list[str]:
     """Registered stage names in run order (``judging_only``: the stages that decide keep / drop)."""
     return [stage.name for stage in STAGES if stage.judges or not judging_only]
+
+
+def preflight(config: BuildConfig, origin: str = "config") -> list[tuple[str, int]]:
+    """What a build checks before any stage runs, so a user's mistake is one located line, not a failed worker: the
+    inputs and every file the config names (returned: the input files), and heuristics rule names."""
+    files = resolve_inputs(config)
+    try:
+        HeuristicFilter(config.heuristics)
+    except ValueError as err:
+        raise ConfigError(f"invalid config {origin}:\n  {err}") from None
+    return files
 
 
 def stage(name: str) -> Stage:

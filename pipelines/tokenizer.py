@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import sentencepiece as spm
 import xxhash
 
-from datafactory.factory.atomic import write_text_atomic
+from datafactory.factory.atomic import atomic_path, write_text_atomic
 from datafactory.factory.config import TokenizerConfig
 from datafactory.factory.shards import sha256_file
 from datafactory.filters.sentencepiece_train import train_model
@@ -178,7 +178,8 @@ def run(job: StageRun) -> StageResult:
         out_dir.mkdir(parents=True)
         if not settings.model:
             return train_from_build(build_dir, job.previous, settings, config.seed)
-        shutil.copyfile(config.resolve_path(settings.model), out_dir / MODEL_NAME)
+        with atomic_path(out_dir / MODEL_NAME) as tmp:
+            shutil.copyfile(config.resolve_path(settings.model), tmp)
         return {"trained": False, "vocab_size": describe(build_dir).vocab_size}
 
     return run_stage(job, body, lambda: sorted(out_dir.glob("tokenizer.*")))

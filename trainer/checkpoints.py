@@ -46,11 +46,9 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    """torch.save to a temp name, fsync, then rename: a reader never sees a half-written checkpoint."""
+    """torch.save through factory.atomic (temp name, fsync, rename): a reader never sees a half-written checkpoint."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
     return path
 
 
