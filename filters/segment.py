@@ -4,11 +4,9 @@ single characters for Japanese; each whitespace chunk is split once per process 
 
 from __future__ import annotations
 
-import logging
 import re
 import string
 import unicodedata
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
@@ -16,6 +14,7 @@ from operator import itemgetter
 from typing import Literal
 
 import regex
+import rjieba
 
 from datafactory.filters.text import words_and_marks
 
@@ -320,20 +319,23 @@ class Words:
         return self.word_chars / self.n_words if self.n_words else 0.0
 
 
-_jieba = None
+# jieba's words, cut by rjieba (jieba-rs: the same dictionary and algorithm in Rust, ~11x faster here). The two differ
+# only on runs without Han characters: jieba's HMM pass splits those on its `re_skip` pattern (so "64-66" and
+# "example.com" are three words, "2.1" and "100%" one), which rjieba leaves whole; the same split is applied here.
+# On the web sample's 2,319 Chinese documents this gives jieba's exact tokens for 2,318 (the other: "C++").
+_HAN = re.compile("[\u4E00-\u9FD5]")
+_JIEBA_SKIP = re.compile(r"([a-zA-Z0-9]+(?:\.\d+)?%?)")
 
 
 def _jieba_tokens(text: str) -> list[str]:
-    global _jieba
-    if _jieba is None:
-        with warnings.catch_warnings():  # jieba 0.42's sources hold invalid escapes that warn when compiled
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import jieba
-
-        jieba.setLogLevel(logging.WARNING)  # it announces its dictionary load on stderr otherwise
-        jieba.initialize()
-        _jieba = jieba
-    return [token for token in (raw.strip() for raw in _jieba.cut(text)) if token]
+    tokens = []
+    for raw in rjieba.cut(text):
+        token = raw.strip()
+        if len(token) > 1 and not _HAN.search(token):
+            tokens += [piece.strip() for piece in _JIEBA_SKIP.split(token) if piece.strip()]
+        elif token:
+            tokens.append(token)
+    return tokens
 
 
 def split_words(text: str, mode: WordSplit = "spaces") -> Words:
@@ -353,7 +355,7 @@ _BOUNDARY = re.compile("P[Pp]*w")
 def _line_classes(line: str, mode: WordSplit) -> str:
     if mode == "spaces":
         return "".join(map(_third, map(_CHUNKS.__getitem__, line.split())))
-    # Chinese lines by character: jieba per line costs too much, and a sentence mark is one character anyway
+    # Chinese lines by character: a sentence mark is one character anyway, and word splitting per line costs more
     return "".join(map(_CLASSES.__getitem__, words_and_marks(line)))
 
 

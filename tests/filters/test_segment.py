@@ -62,6 +62,27 @@ def test_jieba_splits_chinese_into_words() -> None:
     assert words.n_words == words.n_tokens - 1
 
 
+def test_non_han_runs_split_as_jieba_splits_them() -> None:
+    tokens = split_words("价格64-66元，网址245757.com，增长2.1%，满意度100%", "jieba").tokens
+    assert ["64", "-", "66"] == tokens[1:4] and ["245757", ".", "com"] == tokens[7:10]
+    assert "2.1%" in tokens and "100%" in tokens
+
+
+def test_jieba_mode_gives_jieba_tokens_on_real_chinese(web_sample: list[dict]) -> None:
+    """rjieba plus jieba's split of non-Han runs: jieba's own tokens on (nearly) every Chinese web document."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings():  # jieba 0.42's sources hold invalid escapes that warn when compiled
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import jieba
+    jieba.setLogLevel(logging.WARNING)
+    texts = [doc["text"] for doc in web_sample if doc.get("lang") == "zh"]
+    reference = [[token for token in (raw.strip() for raw in jieba.cut(text)) if token] for text in texts]
+    same = sum(split_words(text, "jieba").tokens == tokens for text, tokens in zip(texts, reference, strict=True))
+    assert len(texts) > 2000 and same >= len(texts) - 2  # measured: 2,318 of 2,319 (the other splits "C++")
+
+
 def test_chars_mode_splits_cjk_characters() -> None:
     words = split_words("東京に行きました。Tokyo trip", "chars")
     assert words.tokens == ["東", "京", "に", "行", "き", "ま", "し", "た", "。", "Tokyo", "trip"]
