@@ -337,13 +337,29 @@ class TokenizeConfig(Strict):
     tokenizer: TokenizerConfig = TokenizerConfig()
 
 
+# Up to this much input, "auto" runs every stage inside the build's own process: starting worker processes and
+# moving rows between them costs more than a second core saves (117 MB of web text: 56 s in process, 80 s in two
+# worker processes; see BENCHMARKS.md).
+AUTO_IN_MEMORY_BYTES = 256 << 20
+
+
 class RunnerConfig(Strict):
     runner: str = "FnApiRunner"
     direct_num_workers: int = Field(2, ge=1)
-    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "multi_processing"
+    direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = Field(
+        "auto", description="auto: in_memory for inputs up to auto_in_memory_bytes, else multi_processing"
+    )
+    auto_in_memory_bytes: int = Field(AUTO_IN_MEMORY_BYTES, ge=0)
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra Beam pipeline options, e.g. flink_master"
     )
+
+    def for_input(self, input_bytes: int) -> RunnerConfig:
+        """The running mode "auto" settles to for this much input (the outputs are the same bytes either way)."""
+        if self.direct_running_mode != "auto":
+            return self
+        mode = "in_memory" if input_bytes <= self.auto_in_memory_bytes else "multi_processing"
+        return self.model_copy(update={"direct_running_mode": mode})
 
     @property
     def local_workers(self) -> int | None:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 def beam_options(runner: RunnerConfig) -> PipelineOptions:
     """The in-process FnApiRunner by default (nothing downloaded); any runner by its options."""
+    if runner.direct_running_mode == "auto":
+        raise ValueError("direct_running_mode 'auto' must be settled by RunnerConfig.for_input before Beam starts")
     options: dict = {"runner": runner.runner, **runner.options}
     if runner.local_workers is not None:
         options |= {"direct_num_workers": runner.local_workers, "direct_running_mode": runner.direct_running_mode}

@@ -70,6 +70,15 @@ def inputs_digest(files: list[tuple[str, int]]) -> str:
     return digest.hexdigest()
 
 
+def input_bytes(config: BuildConfig) -> int:
+    """Total size of the build's input files (what the runner's "auto" mode is chosen by)."""
+    total = 0
+    for path, _ in resolve_inputs(config):
+        fs, local = fsspec.core.url_to_fs(path)
+        total += fs.size(local)
+    return total
+
+
 def named_files_digest(config: BuildConfig, prefix: str) -> str:
     """The bytes of the model and list files the config names under ``prefix`` (e.g. "langid."), so replacing one
     in place re-runs the stage that reads it."""

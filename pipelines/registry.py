@@ -15,7 +15,7 @@ from datafactory.factory.records import DECISION_COLUMNS
 from datafactory.filters.heuristics import HeuristicFilter
 from datafactory.pipelines import dedup, heuristics, ingest, langid, quality, signals, tokenize, tokenizer
 from datafactory.pipelines.common import StagePaths, StageResult, StageRun
-from datafactory.pipelines.inputs import named_files_digest, resolve_inputs
+from datafactory.pipelines.inputs import input_bytes, named_files_digest, resolve_inputs
 
 Run = Callable[[StageRun], StageResult]
 OwnInputs = Callable[[BuildConfig, Path], str]
@@ -68,6 +68,7 @@ class Stage:
         """Run the stage (or skip it when done) with its input digest computed here, once. It reads the kept
         documents of its first upstream stage."""
         reads = self.upstream[0] if self.upstream else None
+        config = config.model_copy(update={"runner": config.runner.for_input(input_bytes(config))})
         return self.run(StageRun(config, build_dir, self.name, reads, self.config_hash(config),
                                  self.input_digest(config, build_dir)))
 
