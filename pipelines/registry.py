@@ -68,7 +68,8 @@ class Stage:
         """Run the stage (or skip it when done) with its input digest computed here, once. It reads the kept
         documents of its first upstream stage."""
         reads = self.upstream[0] if self.upstream else None
-        config = config.model_copy(update={"runner": config.runner.for_input(input_bytes(config))})
+        if config.runner.direct_running_mode == "auto":
+            config = config.model_copy(update={"runner": config.runner.for_input(input_bytes(config))})
         return self.run(StageRun(config, build_dir, self.name, reads, self.config_hash(config),
                                  self.input_digest(config, build_dir)))
 

@@ -57,7 +57,8 @@ def write_upstream(build: Path, rows: list[dict], parts: int = 3) -> None:
 
 def run_dedup(build: Path, workers: int = 1, **settings) -> dict[str, dict]:
     """Runs the stage on build's upstream; returns the stage's rows by doc_id."""
-    mode = {"direct_running_mode": "in_memory"} if workers == 1 else {"direct_num_workers": workers}
+    mode = ({"direct_running_mode": "in_memory"} if workers == 1
+            else {"direct_running_mode": "multi_processing", "direct_num_workers": workers})
     config = parse_config({"inputs": [{"path": "unused", "source": "demo"}], "runner": mode, "dedup": settings})
     run_stage_named("dedup", config, build)
     return {row["doc_id"]: row for row in pq.read_table(build / "stages" / "dedup").to_pylist()}

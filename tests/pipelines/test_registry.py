@@ -99,3 +99,12 @@ def test_a_stage_is_handed_its_first_upstream_and_a_digest_of_all(small_corpus, 
     assert seen[0].reads == "quality" and seen[0].previous.stage_dir == reference_build / "stages" / "quality"
     marker = read_marker(reference_build / "stages" / "tokenize")
     assert seen[0].input_hash == marker["input_hash"]  # the digest the finished build recorded: tokenize is done
+
+
+def test_auto_runs_small_inputs_in_process_and_large_ones_in_workers():
+    from datafactory.factory.config import RunnerConfig
+
+    auto = RunnerConfig(auto_in_memory_bytes=1000)
+    assert auto.for_input(1000).direct_running_mode == "in_memory"
+    assert auto.for_input(1001).direct_running_mode == "multi_processing"
+    assert RunnerConfig(direct_running_mode="multi_threading").for_input(10).direct_running_mode == "multi_threading"
