@@ -11,7 +11,7 @@ from pathlib import Path
 
 from datafactory.factory.config import BuildConfig, ConfigError
 from datafactory.factory.markers import outputs_digest
-from datafactory.factory.records import DECISION_COLUMNS
+from datafactory.factory.records import DECISION_COLUMNS, DOCUMENT_FIELDS
 from datafactory.filters.heuristics import HeuristicFilter
 from datafactory.pipelines import dedup, heuristics, ingest, langid, quality, signals, tokenize, tokenizer
 from datafactory.pipelines.common import StagePaths, StageResult, StageRun
@@ -75,7 +75,9 @@ class Stage:
 
 
 def field_names(fields: Sequence) -> tuple[str, ...]:
-    return tuple(f.name for f in fields)
+    """The columns a stage adds: its fields, less the document's identity and the decision every stage writes."""
+    carried = {field.name for field in DOCUMENT_FIELDS} | set(DECISION_COLUMNS)
+    return tuple(field.name for field in fields if field.name not in carried)
 
 
 STAGES: tuple[Stage, ...] = (
