@@ -263,14 +263,14 @@ ORDER BY cluster_size"""
 
 
 def sql_top_clusters(cat: Catalog) -> str:
-    # dedup's view leaves text out (it is large); the stage's own files have it.
+    # dedup's view leaves text out (it is large); ingest's files hold every document's text.
     return f"""WITH top AS (
     SELECT minhash_cluster AS cluster, count(*) AS size
     FROM dedup WHERE minhash_cluster IS NOT NULL
     GROUP BY ALL
     ORDER BY size DESC, cluster LIMIT {TOP_CLUSTERS})
 SELECT top.cluster, top.size, left(t.text, {SAMPLE_CHARS}) AS sample
-FROM top LEFT JOIN read_parquet({cat.path('stages/dedup/part-*.parquet')}) AS t ON t.doc_id = top.cluster
+FROM top LEFT JOIN read_parquet({cat.path('stages/ingest/part-*.parquet')}) AS t ON t.doc_id = top.cluster
 ORDER BY top.size DESC, top.cluster"""
 
 

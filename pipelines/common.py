@@ -81,9 +81,45 @@ class StagePaths:
         return self.ledger_parts() + sorted(self.ledger_dir.glob(f".{self.stage}-part-*.tmp-*"))
 
 
+TEXT_FROM = b"datafactory.text_from"  # Parquet schema metadata: the stage whose parts hold this part's text
+
+
+def text_source(part: Path | str) -> str:
+    """The stage whose parts hold the text of the documents in ``part``: its own stage when it stores the text, else
+    the one its schema metadata names (stages that do not change the text store only what they add)."""
+    schema = pq.read_schema(part)
+    if "text" in schema.names:
+        return Path(part).parent.name
+    return schema.metadata[TEXT_FROM].decode()
+
+
+def with_text(table: pa.Table, part: Path | str) -> pa.Table:
+    """``table`` (rows of ``part``) with the text column from the stage that holds it, rows in their order."""
+    if "text" in table.column_names:
+        return table
+    part = Path(part)
+    source = pq.read_table(part.parent.parent / text_source(part) / part.name, columns=["doc_id", "text"])
+    positions = pa.compute.index_in(table["doc_id"], value_set=source["doc_id"])
+    return table.append_column("text", source["text"].take(positions))
+
+
+def output_schema(previous: StagePaths, added: list[pa.Field], consumed: tuple[str, ...] = (),
+                  writes_text: bool = False) -> pa.Schema:
+    """A stage's part schema: the upstream columns it carries, its own, its decision. The text is written once: only a
+    stage that changes it stores it again; the others name, in the schema metadata, the stage that holds it."""
+    first = previous.parts()[0]
+    upstream = pq.read_schema(first)
+    if writes_text:
+        text = [] if "text" in upstream.names else [pa.field("text", pa.string())]
+        return stage_schema(upstream, [*text, *added], consumed).remove_metadata()
+    schema = stage_schema(upstream, added, (*consumed, "text"))
+    return schema.with_metadata({TEXT_FROM: text_source(first).encode()})
+
+
 def kept_rows(path: str) -> pa.Table:
     table = pq.read_table(path)
-    return table.filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS))
+    kept = table.filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS))
+    return with_text(kept, path)
 
 
 class ReadKeptRows(beam.DoFn):
@@ -356,11 +392,12 @@ def run_document_stage(
     make_dofn: Callable[[], AnnotateBatch],
     batch_size: int = 256,
     consumed: tuple[str, ...] = (),
+    writes_text: bool = False,
 ) -> StageResult:
     """A stage that reads the upstream survivors, annotates them in batches, and writes keep/drop per document;
     ``consumed`` upstream columns are not carried on."""
     paths, previous, config = job.paths, job.previous, job.config
-    schema = stage_schema(pq.read_schema(previous.parts()[0]), added, consumed)
+    schema = output_schema(previous, added, consumed, writes_text)
     total = config.num_partitions
 
     def body() -> dict:

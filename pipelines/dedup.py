@@ -13,10 +13,9 @@ import apache_beam as beam
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from datafactory.factory.config import DedupConfig, ParagraphDedupConfig
-from datafactory.factory.records import DROPPED, DUPLICATE, stage_schema
+from datafactory.factory.records import DROPPED, DUPLICATE
 from datafactory.filters.dedup import (
     SCHEME,
     MinHasher,
@@ -35,6 +34,7 @@ from datafactory.pipelines.common import (
     decision_counts,
     fill_empty_partitions,
     only,
+    output_schema,
     read_kept,
     read_kept_batches,
     run_beam,
@@ -285,7 +285,7 @@ def dedup_counts(paths: StagePaths, config: DedupConfig, rounds: int, edges: int
 
 def run(job: StageRun) -> StageResult:
     config, paths, previous = job.config, job.paths, job.previous
-    schema = stage_schema(pq.read_schema(previous.parts()[0]), FIELDS)
+    schema = output_schema(previous, FIELDS, writes_text=config.dedup.paragraphs.enabled)
     dedup, total = config.dedup, config.num_partitions
     work = paths.stage_dir / "_work"
 

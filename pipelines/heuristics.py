@@ -26,4 +26,5 @@ class ApplyThresholds(RuleSetBatch):
 
 
 def run(job: StageRun) -> StageResult:
-    return run_document_stage(job, FIELDS, lambda: ApplyThresholds(job.config.heuristics), consumed=CONSUMED)
+    return run_document_stage(job, FIELDS, lambda: ApplyThresholds(job.config.heuristics), consumed=CONSUMED,
+                              writes_text=job.config.heuristics.c4_remove_lines)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafactory.factory.config import BuildConfig, QualityConfig, ScorerSpec
-from datafactory.factory.records import DROPPED, stage_schema
+from datafactory.factory.records import DROPPED
 from datafactory.factory.shards import sha256_file
 from datafactory.filters.lm_quality import REFERENCE_SUFFIX
 from datafactory.filters.quality import (
@@ -32,6 +32,7 @@ from datafactory.pipelines.common import (
     collect,
     decision_counts,
     fill_empty_partitions,
+    output_schema,
     read_kept_batches,
     run_beam,
     run_stage,
@@ -207,7 +208,7 @@ class BucketPart(beam.DoFn):
 def run(job: StageRun) -> StageResult:
     config, build_dir, paths, previous = job.config, job.build_dir, job.paths, job.previous
     specs = scorer_specs(config, build_dir)
-    schema = stage_schema(pq.read_schema(previous.parts()[0]), FIELDS)
+    schema = output_schema(previous, FIELDS)
     total, quality = config.num_partitions, config.quality
     cuts_path = paths.stage_dir / CUTS_FILE
 

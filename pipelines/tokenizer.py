@@ -20,7 +20,7 @@ from datafactory.factory.atomic import atomic_path, write_text_atomic
 from datafactory.factory.config import TokenizerConfig
 from datafactory.factory.shards import sha256_file
 from datafactory.filters.sentencepiece_train import train_model
-from datafactory.pipelines.common import StagePaths, StageResult, StageRun, run_stage
+from datafactory.pipelines.common import StagePaths, StageResult, StageRun, run_stage, with_text
 
 MODEL_NAME = "tokenizer.model"
 INFO_NAME = "tokenizer.json"
@@ -58,7 +58,7 @@ def candidates(files: list[Path], seed: int) -> list[Candidate]:
     """Every kept document as (hash order, id, base language, length), read without the text itself."""
     found = []
     for path in files:
-        table = pq.read_table(path, columns=["doc_id", "lang", "text", "keep"]).filter(pc.field("keep"))
+        table = with_text(pq.read_table(path, columns=["doc_id", "lang", "keep"]).filter(pc.field("keep")), path)
         lengths = pc.utf8_length(table["text"]).to_pylist()
         for doc_id, lang, length in zip(table["doc_id"].to_pylist(), table["lang"].to_pylist(), lengths, strict=True):
             order = xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode())
@@ -110,8 +110,8 @@ def read_texts(files: list[Path], wanted: set[str]) -> dict[str, str]:
     texts: dict[str, str] = {}
     value_set = pa.array(sorted(wanted), type=pa.string())
     for path in files:
-        table = pq.read_table(path, columns=["doc_id", "text"])
-        table = table.filter(pc.is_in(table["doc_id"], value_set=value_set))
+        table = pq.read_table(path, columns=["doc_id"])
+        table = with_text(table.filter(pc.is_in(table["doc_id"], value_set=value_set)), path)
         texts.update(zip(table["doc_id"].to_pylist(), table["text"].to_pylist(), strict=True))
     return texts
 
