@@ -208,19 +208,20 @@ class HeuristicsConfig(HeuristicRules):
     def measuring_settings(self) -> dict:
         """What the `signals` stage's output depends on: rule sets, C4 line removal, the languages with settings
         of their own, and each one's measuring fields."""
-        dump = self.model_dump()
-        languages = {lang: {k: v for k, v in entry.items() if k in MEASURING_FIELDS}
-                     for lang, entry in dump.pop("languages").items()}
-        kept = {k: v for k, v in dump.items() if k in MEASURING_FIELDS | {"rule_sets", "c4_remove_lines"}}
-        return kept | {"languages": languages}
+        return self._settings_part(measuring=True)
 
     def threshold_settings(self) -> dict:
         """What the `heuristics` decision depends on beyond the measured signals: every other setting."""
+        return self._settings_part(measuring=False)
+
+    def _settings_part(self, measuring: bool) -> dict:
+        """The settings on one side of the measuring / threshold split, top level and per language (the
+        `languages` keys themselves go to both: they decide which entry measures and judges a document)."""
         dump = self.model_dump()
-        languages = {lang: {k: v for k, v in entry.items() if k not in MEASURING_FIELDS}
+        top_measuring = MEASURING_FIELDS | {"rule_sets", "c4_remove_lines"}
+        languages = {lang: {k: v for k, v in entry.items() if (k in MEASURING_FIELDS) == measuring}
                      for lang, entry in dump.pop("languages").items()}
-        kept = {k: v for k, v in dump.items() if k not in MEASURING_FIELDS | {"rule_sets", "c4_remove_lines"}}
-        return kept | {"languages": languages}
+        return {k: v for k, v in dump.items() if (k in top_measuring) == measuring} | {"languages": languages}
 
     def for_language(self, lang: str | None) -> HeuristicRules:
         """The settings for ``lang``: its entry in ``languages`` over the top level; disabled rules add up."""

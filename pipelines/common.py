@@ -21,6 +21,7 @@ from datafactory.factory.config import BuildConfig, RunnerConfig
 from datafactory.factory.markers import is_done, read_marker, reset_paths, write_marker
 from datafactory.factory.records import (
     DECISION_COLUMNS,
+    DOCUMENT_FIELDS,
     DROPPED,
     KEPT,
     LEDGER_SCHEMA,
@@ -84,23 +85,32 @@ class StagePaths:
 TEXT_FROM = b"datafactory.text_from"  # Parquet schema metadata: the stage whose parts hold this part's text
 
 
-def text_source(part: Path | str) -> str:
+def text_source(part: Path | str, schema: pa.Schema | None = None) -> str:
     """The stage whose parts hold the text of the documents in ``part``: its own stage when it stores the text, else
     the one its schema metadata names (stages that do not change the text store only what they add)."""
-    schema = pq.read_schema(part)
+    schema = schema or pq.read_schema(part)
     if "text" in schema.names:
         return Path(part).parent.name
     return schema.metadata[TEXT_FROM].decode()
 
 
 def with_text(table: pa.Table, part: Path | str) -> pa.Table:
-    """``table`` (rows of ``part``) with the text column from the stage that holds it, rows in their order."""
+    """``table`` (rows of ``part``, read with its schema metadata) with the text column from the stage that holds
+    it, rows in their order."""
     if "text" in table.column_names:
         return table
     part = Path(part)
-    source = pq.read_table(part.parent.parent / text_source(part) / part.name, columns=["doc_id", "text"])
+    holder = text_source(part, table.schema)
+    source = pq.read_table(part.parent.parent / holder / part.name, columns=["doc_id", "text"])
     positions = pa.compute.index_in(table["doc_id"], value_set=source["doc_id"])
     return table.append_column("text", source["text"].take(positions))
+
+
+def added_names(fields: list[pa.Field] | pa.Schema) -> tuple[str, ...]:
+    """The columns a stage adds (its ADDS): its fields, less the document's identity and the decision every stage
+    writes."""
+    carried = {field.name for field in DOCUMENT_FIELDS} | set(DECISION_COLUMNS)
+    return tuple(field.name for field in fields if field.name not in carried)
 
 
 def output_schema(previous: StagePaths, added: list[pa.Field], consumed: tuple[str, ...] = (),

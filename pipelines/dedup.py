@@ -31,6 +31,7 @@ from datafactory.pipelines.common import (
     StageResult,
     StageRun,
     WriteStage,
+    added_names,
     decision_counts,
     fill_empty_partitions,
     only,
@@ -57,6 +58,7 @@ FIELDS = [
     pa.field("duplicate_of", pa.string()),
     pa.field("units_removed", pa.int32()),  # repeated lines/paragraphs taken out of the text
 ]
+ADDS = added_names(FIELDS)
 # A node is "<rank><doc_id><exact key>": string order is survivor order, so a cluster's smallest node survives.
 KEY_WIDTH = 32
 NO_EXACT = "-" * KEY_WIDTH

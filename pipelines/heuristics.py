@@ -6,12 +6,14 @@ With ``heuristics.c4_remove_lines`` a kept document's text becomes C4's cleaned 
 
 from __future__ import annotations
 
+from datafactory.factory.records import DECISION_COLUMNS
 from datafactory.filters.heuristics import Measurement
 from datafactory.pipelines.common import StageResult, StageRun, run_document_stage
 from datafactory.pipelines.signals import RuleSetBatch
 
 FIELDS: list = []  # the decision columns only; `signals` and `rules_lang` come from the signals stage
 CONSUMED = ("cleaned_text",)  # folded into `text` here, not carried further
+ADDS = DECISION_COLUMNS  # (and the text, with heuristics.c4_remove_lines)
 
 
 class ApplyThresholds(RuleSetBatch):

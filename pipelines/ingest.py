@@ -75,7 +75,7 @@ def unique_ids(rows: list[dict]) -> list[dict]:
 ADDS = tuple(field.name for field in stage_schema(None, []))
 
 
-def input_files_digest(config: BuildConfig, build_dir: Path) -> str:
+def own_inputs(config: BuildConfig, build_dir: Path) -> str:
     """The bytes of every input file and URL list, read once per build run to decide whether ingest is done."""
     return inputs_digest(resolve_inputs(config)) + named_files_digest(config, "ingest.")
 

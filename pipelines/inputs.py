@@ -70,10 +70,10 @@ def inputs_digest(files: list[tuple[str, int]]) -> str:
     return digest.hexdigest()
 
 
-def input_bytes(config: BuildConfig) -> int:
+def input_bytes(files: list[tuple[str, int]]) -> int:
     """Total size of the build's input files (what the runner's "auto" mode is chosen by)."""
     total = 0
-    for path, _ in resolve_inputs(config):
+    for path, _ in files:
         fs, local = fsspec.core.url_to_fs(path)
         total += fs.size(local)
     return total

@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from datafactory.factory.config import LangidConfig
 from datafactory.filters.langid import LanguageIdentifier, keep_language
-from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, run_document_stage
+from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, added_names, run_document_stage
 
 FIELDS = [
     pa.field("lang", pa.string()),
@@ -14,6 +14,7 @@ FIELDS = [
     pa.field("lang2", pa.string()),
     pa.field("lang2_score", pa.float32()),
 ]
+ADDS = added_names(FIELDS)
 
 
 class IdentifyLanguage(AnnotateBatch):

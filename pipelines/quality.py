@@ -29,6 +29,7 @@ from datafactory.pipelines.common import (
     StageResult,
     StageRun,
     WriteStage,
+    added_names,
     collect,
     decision_counts,
     fill_empty_partitions,
@@ -46,6 +47,7 @@ FIELDS = [
     pa.field("quality_scores", pa.map_(pa.string(), pa.float32())),  # each scorer's own, by name
     pa.field("bucket", pa.string()),
 ]
+ADDS = added_names(FIELDS)
 CUTS_FILE = "buckets.parquet"
 CUTS_SCHEMA = pa.schema([("lang", pa.string()), ("low_cut", pa.float64()), ("high_cut", pa.float64())])
 BINS = 1 << 16  # score histogram resolution: cut points are multiples of 1/65536
@@ -75,7 +77,7 @@ def scorer_specs(config: BuildConfig, build_dir: Path) -> list[ScorerSpec]:
     ]
 
 
-def scorers_digest(config: BuildConfig, build_dir: Path) -> str:
+def own_inputs(config: BuildConfig, build_dir: Path) -> str:
     """The quality stage's own inputs: the configured model files, or the bootstrap examples and seed. Reads files,
     never trains: computing it has no side effects."""
     specs = configured_specs(config)

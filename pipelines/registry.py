@@ -4,20 +4,23 @@ its run function. The flow, the resume decision, the catalog, the report and `fa
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from datafactory.factory.config import BuildConfig, ConfigError
 from datafactory.factory.markers import outputs_digest
-from datafactory.factory.records import DECISION_COLUMNS, DOCUMENT_FIELDS
 from datafactory.filters.heuristics import HeuristicFilter
-from datafactory.pipelines import dedup, heuristics, ingest, langid, quality, signals, tokenize, tokenizer
-from datafactory.pipelines.common import StagePaths, StageResult, StageRun
 from datafactory.pipelines.inputs import input_bytes, named_files_digest, resolve_inputs
 
-Run = Callable[[StageRun], StageResult]
+if TYPE_CHECKING:  # the stage modules (Beam, numba, fastText) load when a stage runs, not when the list is read
+    from datafactory.pipelines.common import StageResult, StageRun
+
+Run = Callable[["StageRun"], "StageResult"]
 OwnInputs = Callable[[BuildConfig, Path], str]
 Settings = Callable[[BuildConfig], object]
 
@@ -39,16 +42,28 @@ def files_named_under(prefix: str) -> OwnInputs:
 @dataclass(frozen=True)
 class Stage:
     """One stage: it runs once every upstream stage is done, and is skipped while its marker records the same
-    config hash and input digest (upstream markers plus its own inputs: raw files, scorer models, ...)."""
+    config hash and input digest (upstream outputs plus its own inputs: raw files, scorer models, ...).
+
+    Its module (default `datafactory.pipelines.<name>`) holds `run(job)`, `ADDS` (the columns it adds) and, where it
+    reads files of its own, `own_inputs(config, build_dir)`; the fields below override them. The module is imported
+    only when the stage runs or is described, so reading the list (the report, `factory --help`) stays light."""
 
     name: str
     upstream: tuple[str, ...]
-    adds: tuple[str, ...]
-    run: Run
-    own_inputs: OwnInputs = no_own_inputs
+    adds: tuple[str, ...] | None = None
+    run: Run | None = None
+    own_inputs: OwnInputs | None = None
     summary: str = ""
     judges: bool = True  # decides keep / drop per document (a step of the report's funnel)
     settings: Settings | None = None  # what of the config its output depends on; default: its own section
+    module: str | None = None
+
+    def implementation(self) -> ModuleType:
+        return importlib.import_module(self.module or f"datafactory.pipelines.{self.name}")
+
+    def added(self) -> tuple[str, ...]:
+        """The columns the stage adds."""
+        return self.adds if self.adds is not None else self.implementation().ADDS
 
     def config_hash(self, config: BuildConfig) -> str:
         """Everything in the config that this stage's output depends on (its marker records it)."""
@@ -60,48 +75,48 @@ class Stage:
     def input_digest(self, config: BuildConfig, build_dir: Path) -> str:
         """Computed once per run of the build, after the upstream stages finished: the sha256 of every output they
         wrote, and the digest of the stage's own input files (each read once)."""
+        from datafactory.pipelines.common import StagePaths
+
+        own = self.own_inputs or getattr(self.implementation(), "own_inputs", no_own_inputs)
         upstream = [outputs_digest(StagePaths(build_dir, name).stage_dir) for name in self.upstream]
-        blob = "\x00".join([*upstream, self.own_inputs(config, build_dir)])
+        blob = "\x00".join([*upstream, own(config, build_dir)])
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def execute(self, config: BuildConfig, build_dir: Path) -> StageResult:
         """Run the stage (or skip it when done) with its input digest computed here, once. It reads the kept
-        documents of its first upstream stage."""
+        documents of its first upstream stage. A config that did not pass `preflight` (a stage run on its own) has
+        its running mode settled here."""
+        from datafactory.pipelines.common import StageRun
+
         reads = self.upstream[0] if self.upstream else None
         if config.runner.direct_running_mode == "auto":
-            config = config.model_copy(update={"runner": config.runner.for_input(input_bytes(config))})
-        return self.run(StageRun(config, build_dir, self.name, reads, self.config_hash(config),
-                                 self.input_digest(config, build_dir)))
-
-
-def field_names(fields: Sequence) -> tuple[str, ...]:
-    """The columns a stage adds: its fields, less the document's identity and the decision every stage writes."""
-    carried = {field.name for field in DOCUMENT_FIELDS} | set(DECISION_COLUMNS)
-    return tuple(field.name for field in fields if field.name not in carried)
+            config = settle_runner(config, resolve_inputs(config))
+        run = self.run or self.implementation().run
+        return run(StageRun(config, build_dir, self.name, reads, self.config_hash(config),
+                            self.input_digest(config, build_dir)))
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("ingest", (), ingest.ADDS, ingest.run, ingest.input_files_digest,
-          "read every input file into documents with stable ids; unreadable records become `invalid`",
+    Stage("ingest", (), summary="read every input file into documents with stable ids; unreadable records become "
+          "`invalid`",
           settings=lambda config: {"inputs": [spec.model_dump() for spec in config.inputs],
                                    "ingest": config.ingest.model_dump()}),
-    Stage("langid", ("ingest",), field_names(langid.FIELDS), langid.run, files_named_under("langid."),
+    Stage("langid", ("ingest",), own_inputs=files_named_under("langid."),
           summary="language and score per document; drops languages the config does not keep"),
-    Stage("signals", ("langid",), field_names(signals.FIELDS), signals.run,
+    Stage("signals", ("langid",),
           summary="measures every heuristic rule's signal once per document (keeps all)", judges=False,
           settings=lambda config: config.heuristics.measuring_settings()),
-    Stage("heuristics", ("signals",), DECISION_COLUMNS, heuristics.run,
+    Stage("heuristics", ("signals",),
           summary="keep or drop on the measured signals against the configured thresholds (cheap to re-run); "
           "with heuristics.c4_remove_lines a kept document's text becomes C4's cleaned text",
           settings=lambda config: config.heuristics.threshold_settings()),
-    Stage("dedup", ("heuristics",), field_names(dedup.FIELDS), dedup.run,
+    Stage("dedup", ("heuristics",),
           summary="exact and MinHash near-duplicate clusters; all but one document per cluster are `duplicate`"),
-    Stage("quality", ("dedup",), field_names(quality.FIELDS), quality.run, quality.scorers_digest,
-          "quality score per document and a per-language bucket (low / mid / high)"),
-    Stage("tokenizer", ("quality",), ("tokenizer.model",), tokenizer.run, files_named_under("tokenize.tokenizer."),
+    Stage("quality", ("dedup",), summary="quality score per document and a per-language bucket (low / mid / high)"),
+    Stage("tokenizer", ("quality",), own_inputs=files_named_under("tokenize.tokenizer."),
           summary="trains (or copies) the build's sentencepiece tokenizer", judges=False,
           settings=lambda config: config.tokenize.tokenizer.model_dump()),
-    Stage("tokenize", ("quality", "tokenizer"), field_names(tokenize.SCHEMA), tokenize.run,
+    Stage("tokenize", ("quality", "tokenizer"),
           summary="tokenizes and packs the kept documents into Arrow shards with an index"),
 )
 
@@ -111,15 +126,21 @@ def stage_names(judging_only: bool = False) -> list[str]:
     return [stage.name for stage in STAGES if stage.judges or not judging_only]
 
 
-def preflight(config: BuildConfig, origin: str = "config") -> list[tuple[str, int]]:
+def settle_runner(config: BuildConfig, files: list[tuple[str, int]]) -> BuildConfig:
+    """The config with runner mode "auto" settled by the size of its input files."""
+    return config.model_copy(update={"runner": config.runner.for_input(input_bytes(files))})
+
+
+def preflight(config: BuildConfig, origin: str = "config") -> BuildConfig:
     """What a build checks before any stage runs, so a user's mistake is one located line, not a failed worker: the
-    inputs and every file the config names (returned: the input files), and heuristics rule names."""
+    inputs, every file the config names, heuristics rule names. Returns the config to build with: its running mode
+    settled once from the inputs found here, so no stage globs them again for it."""
     files = resolve_inputs(config)
     try:
         HeuristicFilter(config.heuristics)
     except ValueError as err:
         raise ConfigError(f"invalid config {origin}:\n  {err}") from None
-    return files
+    return settle_runner(config, files)
 
 
 def stage(name: str) -> Stage:

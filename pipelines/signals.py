@@ -9,13 +9,14 @@ import pyarrow as pa
 
 from datafactory.factory.config import HeuristicsConfig
 from datafactory.filters.heuristics import HeuristicFilter
-from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, run_document_stage
+from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, added_names, run_document_stage
 
 FIELDS = [
     pa.field("signals", pa.map_(pa.string(), pa.float64())),
     pa.field("rules_lang", pa.string()),  # the `heuristics.languages` entry whose thresholds apply (null: top level)
     pa.field("cleaned_text", pa.string()),  # C4's cleaned text, with heuristics.c4_remove_lines, where it differs
 ]
+ADDS = added_names(FIELDS)
 
 
 class RuleSetBatch(AnnotateBatch):

@@ -22,6 +22,7 @@ from datafactory.pipelines.common import (
     StageResult,
     StageRun,
     WriteStage,
+    added_names,
     collect,
     decision_counts,
     fill_empty_partitions,
@@ -48,6 +49,7 @@ SCHEMA = pa.schema(
         ("reason", pa.string()),
     ]
 )
+ADDS = added_names(SCHEMA)
 StreamKey = tuple[str, str, str, int]  # source, language, bucket, partition
 
 

@@ -24,6 +24,7 @@ from datafactory.pipelines.common import StagePaths, StageResult, StageRun, run_
 
 MODEL_NAME = "tokenizer.model"
 INFO_NAME = "tokenizer.json"
+ADDS = (f"{MODEL_NAME} (DIR/tokenizer/)",)
 UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
 
 

@@ -12,6 +12,7 @@ from datafactory.pipelines.registry import Stage
 
 NAME = "chars"
 FIELDS = [pa.field("chars", pa.int64())]
+ADDS = ("chars",)
 REASON = "toy_length_multiple_of_5"
 
 
@@ -28,7 +29,8 @@ def run(job: StageRun) -> StageResult:
     return run_document_stage(job, FIELDS, CountChars)
 
 
-TOY = Stage(NAME, ("dedup",), ("chars",), run, summary="toy: drops documents whose length is a multiple of 5")
+# Declared like a built-in stage: this module holds its run function and ADDS.
+TOY = Stage(NAME, ("dedup",), summary="toy: drops documents whose length is a multiple of 5", module=__name__)
 
 
 def with_toy_stage(stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
