@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.table import Table
 
 from datafactory.factory.catalog import build_catalog, query
 from datafactory.factory.config import ConfigError
+
+if TYPE_CHECKING:
+    from datafactory.flows.server import BackgroundServer
 
 app = typer.Typer(help="datafactory: raw web text -> clean, deduplicated, tokenized shards and WSD mixtures.",
                   no_args_is_help=True, add_completion=False)
@@ -46,6 +50,33 @@ def quiet_libraries() -> None:
     logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
 
 
+def connect_prefect() -> BackgroundServer | None:
+    """Point Prefect at the user's background server (started once, reused by every later build) unless
+    PREFECT_API_URL names a server already or DATAFACTORY_PREFECT_SERVER=ephemeral asks for Prefect's temporary
+    per-process one (seconds slower per build). Call before importing Prefect: it reads the URL at import."""
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("DATAFACTORY_PREFECT_SERVER") == "ephemeral":
+        return None
+    from datafactory.flows.server import background_server
+
+    server = background_server()
+    os.environ["PREFECT_API_URL"] = server.url
+    return server
+
+
+def wait_for_prefect(server: BackgroundServer | None) -> None:
+    if server is None:
+        return
+    from datafactory.flows.server import ServerError
+
+    try:
+        server.wait()
+    except ServerError as err:
+        fail(f"{err}\n(set DATAFACTORY_PREFECT_SERVER=ephemeral to use Prefect's temporary server instead)")
+    verb = "started" if server.started else "running"
+    console.print(f"[dim]Prefect UI: {server.ui_url}  (background server {verb}, pid {server.pid}; "
+                  f"`factory server stop` ends it)[/dim]", soft_wrap=True)
+
+
 def print_table(columns: list[str], rows: list[tuple], title: str | None = None) -> None:
     table = Table(title=title, show_lines=False)
     for column in columns:
@@ -63,6 +94,7 @@ def fail(message: str) -> None:
 
 def run_build(config_path: Path, out: Path) -> None:
     quiet_libraries()
+    server = connect_prefect()  # a server this starts comes up while the imports below run
     from datafactory.factory.config import load_config
     from datafactory.pipelines.registry import preflight
 
@@ -80,6 +112,7 @@ def run_build(config_path: Path, out: Path) -> None:
     from datafactory.flows.build import build_corpus
     from datafactory.flows.lock import DirLocked
 
+    wait_for_prefect(server)
     try:
         build_corpus(str(config_path), str(out))
     except (ConfigError, DirLocked) as err:
@@ -248,6 +281,7 @@ def sandbox(build: Path = typer.Option(Path("build"), "--build", help="build dir
             ) -> None:
     """Train tiny proxies on sampled mixtures, fit mixture -> held-out loss, propose DIR/sandbox/policy.yaml."""
     quiet_libraries()
+    server = connect_prefect() if prefect else None
     from rich.markdown import Markdown
 
     from datafactory.factory.manifest import ManifestError
@@ -260,6 +294,7 @@ def sandbox(build: Path = typer.Option(Path("build"), "--build", help="build dir
 
     try:
         loaded = load_policy(policy)  # a bad policy fails here, before any proxy trains
+        wait_for_prefect(server)
         if prefect:
             report = sandbox_flow(workers)(str(build), None if policy is None else str(policy), runs, device=device,
                                            compile=compile, workers=workers)
@@ -270,6 +305,33 @@ def sandbox(build: Path = typer.Option(Path("build"), "--build", help="build dir
     console.print(Markdown(report_markdown(report)))
     console.print(f"report: {build / 'sandbox' / 'report.json'}")
     console.print(f"next: factory plan --build {build} --policy {report['proposal']['policy_file']}", soft_wrap=True)
+
+
+server_app = typer.Typer(help="The background Prefect server that builds record their runs in.",
+                         no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether the background Prefect server runs, and where its UI is."""
+    from datafactory.flows.server import prefect_home, read_background
+
+    running = read_background(prefect_home())
+    if running is None:
+        console.print(f"no background Prefect server for {prefect_home()} (the next `factory build` starts one)")
+    else:
+        console.print(f"Prefect UI: {running.ui_url}  (pid {running.pid}, log {running.log_path})")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the background Prefect server (run history stays in Prefect's database)."""
+    from datafactory.flows.server import prefect_home, stop_background_server
+
+    stopped = stop_background_server()
+    console.print(f"stopped the Prefect server at {stopped.ui_url} (pid {stopped.pid})" if stopped
+                  else f"no background Prefect server ran for {prefect_home()}")
 
 
 tokenizer_app = typer.Typer(help="Train and inspect the build's sentencepiece tokenizer.", no_args_is_help=True)

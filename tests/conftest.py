@@ -12,6 +12,7 @@ from datafactory.app.demo import write_demo_corpus
 
 # Prefect reads these at import: no telemetry, and no INFO chatter from the temporary server in test output.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DATAFACTORY_PREFECT_SERVER", "ephemeral")  # no background server outlives the suite
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "WARNING")
 # The temporary server Prefect starts per test session may take longer than its 20 s default on a loaded machine.
