@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +43,14 @@ def beam_options(runner: RunnerConfig) -> PipelineOptions:
     return PipelineOptions.from_dictionary(options)
 
 
+REPEATED_ID_MARK = "~"  # ingest renames a repeated record id to "<id>~<hash of where the record is>"
+
+
 def partition_of(doc_id: str, num_partitions: int) -> int:
-    return xxhash.xxh64_intdigest(doc_id.encode()) % num_partitions
+    """A document's partition, for every stage: hashed from its id as the input gave it, so a repeated id that ingest
+    renamed stays in the partition where it was renamed (and where its text is)."""
+    home = doc_id.split(REPEATED_ID_MARK, 1)[0]
+    return xxhash.xxh64_intdigest(home.encode()) % num_partitions
 
 
 def part_name(prefix: str, index: int, total: int) -> str:
@@ -126,6 +132,57 @@ def output_schema(previous: StagePaths, added: list[pa.Field], consumed: tuple[s
     return schema.with_metadata({TEXT_FROM: text_source(first).encode()})
 
 
+class TextCursor:
+    """The texts of one part's documents, read forward from the part that holds them: a later stage's part is a
+    subsequence of it in the same (doc_id) order, so a merge join reads it once, a row group at a time."""
+
+    def __init__(self, holder: Path, rows: int = 4096) -> None:
+        self.holder = holder
+        self.batches = pq.ParquetFile(holder).iter_batches(batch_size=rows, columns=["doc_id", "text"])
+        self.ids: list[str] = []
+        self.texts: pa.Array | None = None
+        self.position = 0
+
+    def take(self, doc_ids: list[str]) -> pa.Array:
+        chunks, picked = [], []
+        for doc_id in doc_ids:
+            while True:
+                if self.position == len(self.ids):
+                    if picked:
+                        chunks.append(self.texts.take(picked))
+                        picked = []
+                    self.advance(doc_id)
+                if self.ids[self.position] == doc_id:
+                    break
+                self.position += 1
+            picked.append(self.position)
+            self.position += 1
+        if picked:
+            chunks.append(self.texts.take(picked))
+        return pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
+
+    def advance(self, wanted: str) -> None:
+        batch = next(self.batches, None)
+        if batch is None:
+            raise LookupError(f"{self.holder}: no text for document {wanted!r} (parts out of doc_id order)")
+        self.ids, self.texts, self.position = batch.column(0).to_pylist(), batch.column(1), 0
+
+
+def iter_kept_batches(part: Path, size: int) -> Iterator[list[dict]]:
+    """The rows one part kept, ``size`` at a time in file order, without decision columns, with their text: the
+    memory held is a batch (and a row group of the text's part), not the part."""
+    parquet = pq.ParquetFile(part)
+    schema = parquet.schema_arrow
+    texts = None if "text" in schema.names else TextCursor(part.parent.parent / text_source(part, schema) / part.name)
+    for batch in parquet.iter_batches(batch_size=size):
+        kept = pa.Table.from_batches([batch]).filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS))
+        if not kept.num_rows:
+            continue
+        if texts is not None:
+            kept = kept.append_column("text", texts.take(kept["doc_id"].to_pylist()))
+        yield kept.to_pylist()
+
+
 def kept_rows(path: str) -> pa.Table:
     table = pq.read_table(path)
     kept = table.filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS))
@@ -136,7 +193,8 @@ class ReadKeptRows(beam.DoFn):
     """Reads one Parquet part of the previous stage and emits the rows it kept, without decision columns."""
 
     def process(self, path: str) -> Iterable[dict]:
-        yield from kept_rows(path).to_pylist()
+        for batch in iter_kept_batches(Path(path), 1024):
+            yield from batch
 
 
 class ReadKeptBatches(beam.DoFn):
@@ -148,9 +206,7 @@ class ReadKeptBatches(beam.DoFn):
         self.size = size
 
     def process(self, path: str) -> Iterable[list[dict]]:
-        table = kept_rows(path)
-        for start in range(0, table.num_rows, self.size):
-            yield table.slice(start, self.size).to_pylist()
+        yield from iter_kept_batches(Path(path), self.size)
 
 
 def read_kept_batches(pipeline: beam.Pipeline, upstream: StagePaths, size: int, runner: RunnerConfig,
@@ -226,21 +282,31 @@ class WritePartition(beam.DoFn):
         ordered = sorted(rows, key=lambda row: (row["doc_id"], *input_order(row)))
         if self.prepare is not None:
             ordered = sorted(self.prepare(ordered), key=lambda row: (row["doc_id"], *input_order(row)))
-        write_parquet_atomic(
-            pa.Table.from_pylist(ordered, schema=self.schema),
-            self.paths.stage_dir / part_name("", index, self.total),
-        )
-        # A row may name its own terminal status (ingest drops blocklisted URLs but calls unreadable input invalid).
-        terminal = [
-            ledger_row(row, row.get("status") or self.drop_status, self.paths.stage)
-            for row in ordered
-            if self.drop_status == KEPT or not row["keep"]
-        ]
-        write_parquet_atomic(
-            pa.Table.from_pylist(terminal, schema=LEDGER_SCHEMA),
-            self.paths.ledger_dir / part_name(f"{self.paths.stage}-", index, self.total),
-        )
+        write_part(self.paths, part_name("", index, self.total), self.schema, self.drop_status, [ordered])
         yield str(index)
+
+
+ROW_GROUP_ROWS = 4096  # rows buffered before a row group is written: bounds a writer's memory, same on every runner
+
+
+def write_part(paths: StagePaths, name: str, schema: pa.Schema, drop_status: str,
+               batches: Iterable[list[dict]]) -> None:
+    """Writes one stage part (rows in the order given) and its ledger part, each atomically. A row may name its own
+    terminal status (ingest drops blocklisted URLs but calls unreadable input invalid)."""
+    terminal: list[dict] = []
+    pending: list[dict] = []
+    with atomic_path(paths.stage_dir / name) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for rows in batches:
+            pending += rows
+            terminal += [ledger_row(row, row.get("status") or drop_status, paths.stage)
+                         for row in rows if drop_status == KEPT or not row["keep"]]
+            if len(pending) >= ROW_GROUP_ROWS:
+                writer.write_table(pa.Table.from_pylist(pending, schema=schema))
+                pending = []
+        if pending:
+            writer.write_table(pa.Table.from_pylist(pending, schema=schema))
+    write_parquet_atomic(pa.Table.from_pylist(terminal, schema=LEDGER_SCHEMA),
+                         paths.ledger_dir / f"{paths.stage}-{name}")
 
 
 class WriteStage(beam.PTransform):
@@ -386,14 +452,39 @@ def run_beam(config: BuildConfig, build: Callable[[beam.Pipeline], None]) -> Non
             client.close()
 
 
-class AnnotateBatch(beam.DoFn):
-    """Base for per-document stages: loads its model once per worker, then judges documents a batch at a time."""
+class AnnotateBatch:
+    """Base for per-document stages: loads its model once per worker (setup), then judges documents a batch at a
+    time (annotate: the rows, updated in place, in their order)."""
+
+    def setup(self) -> None:
+        return None
 
     def annotate(self, rows: list[dict]) -> list[dict]:
         raise NotImplementedError
 
-    def process(self, batch: list[dict]) -> Iterable[dict]:
-        yield from self.annotate(batch)
+
+class MapParts(beam.DoFn):
+    """A per-document stage without a shuffle: upstream part N becomes this stage's part N (a document keeps its
+    partition from ingest on), streamed a batch at a time, so a worker holds one batch and one row group, not a
+    partition, and nothing moves between processes but file names."""
+
+    def __init__(self, paths: StagePaths, schema: pa.Schema, annotator: AnnotateBatch, batch_size: int) -> None:
+        self.paths, self.schema, self.annotator, self.batch_size = paths, schema, annotator, batch_size
+
+    def setup(self) -> None:
+        self.annotator.setup()
+
+    def process(self, upstream_part: str) -> Iterable[str]:
+        batches = (self.annotator.annotate(rows) for rows in iter_kept_batches(Path(upstream_part), self.batch_size))
+        write_part(self.paths, Path(upstream_part).name, self.schema, DROPPED, batches)
+        yield upstream_part
+
+
+def map_parts(config: BuildConfig, upstream: StagePaths, dofn: beam.DoFn) -> None:
+    """Run ``dofn`` once per upstream part, the parts spread over the runner's workers."""
+    files = [str(path) for path in upstream.parts()]
+    run_beam(config, lambda pipeline: spread(pipeline | "Parts" >> beam.Create(files), len(files), config.runner,
+                                             "Parts") | "EachPart" >> beam.ParDo(dofn))
 
 
 def run_document_stage(
@@ -411,14 +502,7 @@ def run_document_stage(
     total = config.num_partitions
 
     def body() -> dict:
-        def build(pipeline: beam.Pipeline) -> None:
-            (
-                read_kept_batches(pipeline, previous, batch_size, config.runner)
-                | "Annotate" >> beam.ParDo(make_dofn())
-                | "Write" >> WriteStage(paths, schema, total, DROPPED)
-            )
-
-        run_beam(config, build)
+        map_parts(config, previous, MapParts(paths, schema, make_dofn(), batch_size))
         fill_empty_partitions(paths, schema, total)
         return decision_counts(paths)
 

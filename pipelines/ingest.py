@@ -14,6 +14,7 @@ from datafactory.factory.records import DROPPED, INVALID, stage_schema
 from datafactory.filters.pii import PiiRedactor
 from datafactory.filters.url import UrlFilter
 from datafactory.pipelines.common import (
+    REPEATED_ID_MARK,
     StageResult,
     StageRun,
     WriteStage,
@@ -66,7 +67,7 @@ def unique_ids(rows: list[dict]) -> list[dict]:
             meta = json.loads(row["meta"]) if row["meta"] else {}
             meta["original_id"] = previous
             row["meta"] = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
-            row["doc_id"] = f"{previous}~{hashlib.sha256(where).hexdigest()[:12]}"
+            row["doc_id"] = f"{previous}{REPEATED_ID_MARK}{hashlib.sha256(where).hexdigest()[:12]}"
         else:
             previous = row["doc_id"]
     return rows

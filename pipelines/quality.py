@@ -8,12 +8,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import apache_beam as beam
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafactory.factory.config import BuildConfig, QualityConfig, ScorerSpec
-from datafactory.factory.records import DROPPED
 from datafactory.factory.shards import sha256_file
 from datafactory.filters.lm_quality import REFERENCE_SUFFIX
 from datafactory.filters.quality import (
@@ -26,15 +26,15 @@ from datafactory.filters.quality import (
 from datafactory.filters.quality_train import Scorer, load_scorer, sidecar_path
 from datafactory.pipelines.common import (
     AnnotateBatch,
+    MapParts,
+    StagePaths,
     StageResult,
     StageRun,
-    WriteStage,
     added_names,
-    collect,
     decision_counts,
     fill_empty_partitions,
+    map_parts,
     output_schema,
-    read_kept_batches,
     run_beam,
     run_stage,
     write_parquet_atomic,
@@ -54,7 +54,7 @@ BINS = 1 << 16  # score histogram resolution: cut points are multiples of 1/6553
 
 
 def base_language(lang: str | None) -> str:
-    return (lang or "und").split("-")[0]
+    return (lang or "und").split("-")[0] or "und"
 
 
 def bootstrap_model_path(build_dir: Path, seed: int) -> Path:
@@ -129,28 +129,21 @@ class ScoreQuality(AnnotateBatch):
         return rows
 
 
-class ScoreHistogram(beam.CombineFn):
-    """Counts of scores per 1/BINS-wide bin of [0, 1]. Adding counts is exact, so the cut points do not depend on
-    how a runner splits and merges the work (ApproximateQuantiles' buffers do, once a language has a few thousand
-    documents), and the memory per language is bounded by BINS."""
-
-    def create_accumulator(self) -> dict[int, int]:
-        return {}
-
-    def add_input(self, counts: dict[int, int], score: float) -> dict[int, int]:
-        key = min(max(int(score * BINS), 0), BINS - 1)
-        counts[key] = counts.get(key, 0) + 1
-        return counts
-
-    def merge_accumulators(self, accumulators: Iterable[dict[int, int]]) -> dict[int, int]:
-        merged: dict[int, int] = {}
-        for counts in accumulators:
-            for key, count in counts.items():
-                merged[key] = merged.get(key, 0) + count
-        return merged
-
-    def extract_output(self, counts: dict[int, int]) -> list[tuple[int, int]]:
-        return sorted(counts.items())
+def score_histograms(paths: StagePaths) -> dict[str, list[tuple[int, int]]]:
+    """Per language (base code), counts of kept scores per 1/BINS-wide bin of [0, 1], read back from the written
+    parts: exact counts, so the cut points cannot depend on how a runner split the work, and the memory is bounded
+    by BINS per language, whatever the corpus."""
+    files = [str(path) for path in paths.parts()]
+    rows = duckdb.sql(
+        f"""SELECT coalesce(nullif(split_part(lang, '-', 1), ''), 'und') AS base,
+                   least(greatest(floor(quality_score * {BINS}), 0), {BINS - 1})::BIGINT AS bin, count(*)
+            FROM read_parquet($files) WHERE quality_score IS NOT NULL GROUP BY ALL ORDER BY ALL""",
+        params={"files": files},
+    ).fetchall()
+    histograms: dict[str, list[tuple[int, int]]] = {}
+    for lang, key, count in rows:
+        histograms.setdefault(lang, []).append((key, count))
+    return histograms
 
 
 def cut_points(histogram: list[tuple[int, int]], config: QualityConfig) -> tuple[float, float]:
@@ -176,14 +169,9 @@ def assign_bucket(row: dict, cuts: dict[str, tuple[float, float]]) -> dict:
     return row
 
 
-class WriteCuts(beam.DoFn):
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def process(self, cuts: list[tuple[str, tuple[float, float]]]) -> Iterable[None]:
-        rows = [{"lang": lang, "low_cut": low, "high_cut": high} for lang, (low, high) in sorted(cuts)]
-        write_parquet_atomic(pa.Table.from_pylist(rows, schema=CUTS_SCHEMA), self.path)
-        return []
+def write_cuts(cuts: dict[str, tuple[float, float]], path: Path) -> None:
+    rows = [{"lang": lang, "low_cut": low, "high_cut": high} for lang, (low, high) in sorted(cuts.items())]
+    write_parquet_atomic(pa.Table.from_pylist(rows, schema=CUTS_SCHEMA), path)
 
 
 def read_cuts(path: Path) -> dict[str, tuple[float, float]]:
@@ -214,20 +202,6 @@ def run(job: StageRun) -> StageResult:
     total, quality = config.num_partitions, config.quality
     cuts_path = paths.stage_dir / CUTS_FILE
 
-    def score(pipeline: beam.Pipeline) -> None:
-        """Scores every document and writes it (bucket still empty), and the per-language cut points."""
-        batches = read_kept_batches(pipeline, previous, 256, config.runner)
-        scored = batches | "Score" >> beam.ParDo(ScoreQuality(specs, quality))
-        (
-            scored
-            | "ByLanguage" >> beam.Map(lambda row: (base_language(row["lang"]), row["quality_score"]))
-            | "Histogram" >> beam.CombinePerKey(ScoreHistogram())
-            | "CutPoints" >> beam.MapTuple(lambda lang, histogram: (lang, cut_points(histogram, quality)))
-            | "AllCuts" >> collect()
-            | "WriteCuts" >> beam.ParDo(WriteCuts(cuts_path))
-        )
-        scored | "Write" >> WriteStage(paths, schema, total, DROPPED)
-
     def bucket(pipeline: beam.Pipeline) -> None:
         parts = [str(path) for path in paths.parts()]
         pipeline | "Parts" >> beam.Create(parts) | "Bucket" >> beam.ParDo(BucketPart(read_cuts(cuts_path)))
@@ -235,10 +209,10 @@ def run(job: StageRun) -> StageResult:
     def body() -> dict:
         if not configured_specs(config):
             train_bootstrap_model(Path(specs[0].model), config.seed)
-        run_beam(config, score)
-        if not cuts_path.exists():  # no document to cut
-            write_parquet_atomic(CUTS_SCHEMA.empty_table(), cuts_path)
+        map_parts(config, previous, MapParts(paths, schema, ScoreQuality(specs, quality), 256))  # bucket still empty
         fill_empty_partitions(paths, schema, total)
+        cuts = {lang: cut_points(histogram, quality) for lang, histogram in score_histograms(paths).items()}
+        write_cuts(cuts, cuts_path)
         run_beam(config, bucket)
         scored_by = [spec.label for spec in specs] if configured_specs(config) else [BOOTSTRAP_LABEL]
         return decision_counts(paths) | {"scored_by": scored_by}
