@@ -312,6 +312,14 @@ server_app = typer.Typer(help="The background Prefect server that builds record 
 app.add_typer(server_app, name="server")
 
 
+@server_app.command("start")
+def server_start() -> None:
+    """Start the background Prefect server now (or find it running), so the next build does not wait for it."""
+    from datafactory.flows.server import background_server
+
+    wait_for_prefect(background_server())
+
+
 @server_app.command("status")
 def server_status() -> None:
     """Say whether the background Prefect server runs, and where its UI is."""

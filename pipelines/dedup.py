@@ -30,16 +30,18 @@ from datafactory.pipelines.common import (
     StagePaths,
     StageResult,
     StageRun,
-    WriteStage,
     added_names,
     decision_counts,
     fill_empty_partitions,
+    iter_kept_batches,
     only,
     output_schema,
-    read_kept,
+    part_name,
+    partition_of,
     read_kept_batches,
     run_beam,
     run_stage,
+    write_part,
 )
 from datafactory.pipelines.components import (
     ROUNDS_PER_PIPELINE,
@@ -225,46 +227,88 @@ def frequent_units(element: tuple[int, Iterable[str]], min_documents: int) -> It
             yield doc_id, key
 
 
-def apply_decision(element: tuple[str, dict], paragraphs: ParagraphDedupConfig) -> Iterable[dict]:
-    _, grouped = element
-    info = next(iter(grouped["info"]), {"minhash_cluster": None, "cluster_size": 1, "duplicate_of": None})
-    removed = set(grouped["strip"])
-    for row in grouped["doc"]:
-        row.update(info, units_removed=0, keep=info["duplicate_of"] is None, detail=None)
-        if removed and row["keep"]:
-            row["text"], row["units_removed"], short = strip_repeated_units(row["text"], removed, paragraphs)
-            if short is not None:
-                row.update(keep=False, status=DROPPED, reason=f"short_after_{paragraphs.unit}_dedup", detail=short)
-        yield row
+NO_CLUSTER = {"minhash_cluster": None, "cluster_size": 1, "duplicate_of": None}
 
 
-def apply_pipeline(docs: beam.PCollection, labels: beam.PCollection, config: DedupConfig) -> beam.PCollection:
-    """Every document with its cluster decision, and repeated lines stripped from the survivors."""
-    info = (
-        labels
-        | "ByCentre" >> beam.Map(lambda edge: (edge[1], edge[0]))
-        | "Clusters" >> beam.GroupByKey()
-        | "ClusterInfo" >> beam.FlatMap(cluster_info, config.survivor)
-    )
-    by_id = docs | "ById" >> beam.Map(lambda row: (row["doc_id"], row))
-    strip = docs.pipeline | "NoStrip" >> beam.Create([])
-    paragraphs = config.paragraphs
-    if paragraphs.enabled:
-        units = docs | "UnitKeys" >> beam.Map(
-            lambda row: (row["doc_id"], unit_keys(row["text"], paragraphs.unit, paragraphs.min_chars))
+def decide(row: dict, info: dict, removed: set[int], paragraphs: ParagraphDedupConfig) -> dict:
+    """One document's cluster decision; a survivor loses its units that recur across survivors."""
+    row.update(info, units_removed=0, keep=info["duplicate_of"] is None, detail=None)
+    if removed and row["keep"]:
+        row["text"], row["units_removed"], short = strip_repeated_units(row["text"], removed, paragraphs)
+        if short is not None:
+            row.update(keep=False, status=DROPPED, reason=f"short_after_{paragraphs.unit}_dedup", detail=short)
+    return row
+
+
+class ApplyToPart(beam.DoFn):
+    """Writes part N of the stage from part N upstream (streamed) and the decisions about its documents: the
+    decisions travel through the shuffle (ids and unit hashes, for documents in a cluster or with repeated units),
+    the documents never do."""
+
+    def __init__(self, paths: StagePaths, previous: StagePaths, schema: pa.Schema, total: int,
+                 paragraphs: ParagraphDedupConfig) -> None:
+        self.paths, self.previous, self.schema, self.total = paths, previous, schema, total
+        self.paragraphs = paragraphs
+
+    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterable[int]:
+        index, decisions = element
+        info: dict[str, dict] = {}
+        strip: dict[str, set[int]] = {}
+        for kind, doc_id, value in decisions:
+            if kind == "info":
+                info[doc_id] = value
+            elif kind == "strip":
+                strip.setdefault(doc_id, set()).add(value)
+        name = part_name("", index, self.total)
+        batches = ([decide(row, info.get(row["doc_id"], NO_CLUSTER), strip.get(row["doc_id"], set()),
+                           self.paragraphs) for row in rows]
+                   for rows in iter_kept_batches(self.previous.stage_dir / name, 1024))
+        write_part(self.paths, name, self.schema, DUPLICATE, batches)
+        yield index
+
+
+def unit_pairs(batch: list[dict], paragraphs: ParagraphDedupConfig) -> list[tuple[str, list[int]]]:
+    return [(row["doc_id"], unit_keys(row["text"], paragraphs.unit, paragraphs.min_chars)) for row in batch]
+
+
+class ApplyDecisions(beam.PTransform):
+    """Cluster decisions (and, with paragraph dedup, repeated units) grouped by partition, then each partition's
+    part written by ApplyToPart; every partition gets an element, so every part is written."""
+
+    def __init__(self, batches: beam.PCollection, config: DedupConfig, writer: ApplyToPart) -> None:
+        super().__init__()
+        self.batches, self.config, self.writer = batches, config, writer
+
+    def expand(self, labels: beam.PCollection) -> beam.PCollection:
+        config, total = self.config, self.writer.total
+        info = (
+            labels
+            | "ByCentre" >> beam.Map(lambda edge: (edge[1], edge[0]))
+            | "Clusters" >> beam.GroupByKey()
+            | "ClusterInfo" >> beam.FlatMap(cluster_info, config.survivor)
         )
-        strip = (
-            {"units": units, "info": info}
-            | "JoinUnits" >> beam.CoGroupByKey()
-            | "SurvivorUnits" >> beam.FlatMap(survivor_units)
-            | "GroupUnits" >> beam.GroupByKey()
-            | "FrequentUnits" >> beam.FlatMap(frequent_units, paragraphs.min_documents)
+        tagged = [info | "TagInfo" >> beam.MapTuple(lambda doc_id, value: ("info", doc_id, value)),
+                  labels.pipeline | "EveryPartition" >> beam.Create([("partition", index, None)
+                                                                      for index in range(total)])]
+        paragraphs = config.paragraphs
+        if paragraphs.enabled:
+            units = self.batches | "UnitKeys" >> beam.FlatMap(unit_pairs, paragraphs)
+            tagged.append(
+                {"units": units, "info": info}
+                | "JoinUnits" >> beam.CoGroupByKey()
+                | "SurvivorUnits" >> beam.FlatMap(survivor_units)
+                | "GroupUnits" >> beam.GroupByKey()
+                | "FrequentUnits" >> beam.FlatMap(frequent_units, paragraphs.min_documents)
+                | "TagStrip" >> beam.MapTuple(lambda doc_id, key: ("strip", doc_id, key))
+            )
+        return (
+            tuple(tagged)
+            | "AllDecisions" >> beam.Flatten()
+            | "ByPartition" >> beam.Map(lambda item: (item[1] if item[0] == "partition"
+                                                      else partition_of(item[1], total), item))
+            | "GroupPartition" >> beam.GroupByKey()
+            | "WriteParts" >> beam.ParDo(self.writer)
         )
-    return (
-        {"doc": by_id, "info": info, "strip": strip}
-        | "Join" >> beam.CoGroupByKey()
-        | "Apply" >> beam.FlatMap(apply_decision, paragraphs)
-    )
 
 
 def dedup_counts(paths: StagePaths, config: DedupConfig, rounds: int, edges: int) -> dict:
@@ -288,19 +332,19 @@ def dedup_counts(paths: StagePaths, config: DedupConfig, rounds: int, edges: int
 def run(job: StageRun) -> StageResult:
     config, paths, previous = job.config, job.paths, job.previous
     schema = output_schema(previous, FIELDS, writes_text=config.dedup.paragraphs.enabled)
-    dedup, total = config.dedup, config.num_partitions
+    dedup, total = config.dedup, len(previous.parts())  # documents stay in the partitions ingest gave them
     work = paths.stage_dir / "_work"
 
-    def write_stage(docs: beam.PCollection, labels: beam.PCollection) -> None:
-        apply_pipeline(docs, labels, dedup) | "Write" >> WriteStage(paths, schema, total, DUPLICATE)
+    def write_stage(batches: beam.PCollection, labels: beam.PCollection) -> None:
+        writer = ApplyToPart(paths, previous, schema, total, dedup.paragraphs)
+        labels | "Apply" >> ApplyDecisions(batches, dedup, writer)
 
     def first(pipeline: beam.Pipeline) -> None:
         """Graph, rounds and the stage output at once: right whenever the rounds left only stars (the usual case)."""
         batches = read_kept_batches(pipeline, previous, 256, config.runner)  # MinHash runs per batch
-        docs = batches | "Rows" >> beam.FlatMap(lambda batch: batch)
         labels = graph_edges(batches, dedup) | "Rounds" >> StarRounds(ROUNDS_PER_PIPELINE)
         labels | "Save" >> WriteEdges(work / "edges-0", total)
-        write_stage(docs, labels)
+        write_stage(batches, labels)
 
     def more(step: int):
         def build(pipeline: beam.Pipeline) -> None:
@@ -312,7 +356,7 @@ def run(job: StageRun) -> StageResult:
     def rewrite(step: int):
         def build(pipeline: beam.Pipeline) -> None:
             labels = read_edges(pipeline, work / f"edges-{step}", "Labels")
-            write_stage(read_kept(pipeline, previous, config.runner), labels)
+            write_stage(read_kept_batches(pipeline, previous, 256, config.runner), labels)
 
         return build
 

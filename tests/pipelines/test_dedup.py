@@ -6,6 +6,7 @@ import gzip
 import json
 import random
 import shutil
+from operator import itemgetter
 from pathlib import Path
 
 import apache_beam as beam
@@ -21,7 +22,7 @@ from datafactory.factory.markers import read_marker, write_marker
 from datafactory.factory.records import stage_schema
 from datafactory.filters.dedup import exact_key, lsh_params
 from datafactory.pipelines import dedup
-from datafactory.pipelines.common import StagePaths
+from datafactory.pipelines.common import StagePaths, part_name, partition_of
 from datafactory.pipelines.registry import run_stage_named
 
 UPSTREAM = "heuristics"
@@ -48,9 +49,10 @@ def write_upstream(build: Path, rows: list[dict], parts: int = 3) -> None:
     stage.mkdir(parents=True)
     schema = stage_schema(None, [])
     outputs = []
-    for index in range(parts):
-        path = stage / f"part-{index:05d}-of-{parts:05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(rows[index::parts], schema=schema), path)
+    for index in range(parts):  # as every stage writes its parts: by doc_id hash, sorted by doc_id
+        path = stage / part_name("", index, parts)
+        members = sorted((row for row in rows if partition_of(row["doc_id"], parts) == index), key=itemgetter("doc_id"))
+        pq.write_table(pa.Table.from_pylist(members, schema=schema), path)
         outputs.append(path)
     write_marker(build, stage, UPSTREAM, "test", "test", {"documents": len(rows)}, outputs)
 
