@@ -46,11 +46,20 @@ def beam_options(runner: RunnerConfig) -> PipelineOptions:
 REPEATED_ID_MARK = "~"  # ingest renames a repeated record id to "<id>~<hash of where the record is>"
 
 
+def home_id(doc_id: str) -> str:
+    """The id as the input gave it: a repeated id that ingest renamed keeps its original's partition and place."""
+    return doc_id.split(REPEATED_ID_MARK, 1)[0]
+
+
 def partition_of(doc_id: str, num_partitions: int) -> int:
-    """A document's partition, for every stage: hashed from its id as the input gave it, so a repeated id that ingest
-    renamed stays in the partition where it was renamed (and where its text is)."""
-    home = doc_id.split(REPEATED_ID_MARK, 1)[0]
-    return xxhash.xxh64_intdigest(home.encode()) % num_partitions
+    """A document's partition, the same in every stage from ingest on."""
+    return xxhash.xxh64_intdigest(home_id(doc_id).encode()) % num_partitions
+
+
+def document_order(row: dict) -> tuple:
+    """The order of rows in every part: by id as the input gave it, then where the record sits in the input. Renaming
+    a repeated id does not move its row, so parts written in this order can be merge-joined on doc_id."""
+    return home_id(row["doc_id"]), *input_order(row)
 
 
 def part_name(prefix: str, index: int, total: int) -> str:
@@ -265,23 +274,15 @@ def read_kept(pipeline: beam.Pipeline, upstream: StagePaths, runner: RunnerConfi
     return spread(rows, len(files), runner, label)
 
 
-Prepare = Callable[[list[dict]], list[dict]]
-
-
 class WritePartition(beam.DoFn):
-    """Writes one partition (rows sorted by doc_id, then input position, so output is independent of worker count)
-    and its ledger; ``prepare`` may rewrite the sorted rows first (ingest makes repeated ids unique there)."""
+    """Writes one partition (rows in document_order, so output is independent of worker count) and its ledger."""
 
-    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str,
-                 prepare: Prepare | None = None) -> None:
+    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str) -> None:
         self.paths, self.schema, self.total, self.drop_status = paths, schema, total, drop_status
-        self.prepare = prepare
 
     def process(self, element: tuple[int, Iterable[dict]]) -> Iterable[str]:
         index, rows = element
-        ordered = sorted(rows, key=lambda row: (row["doc_id"], *input_order(row)))
-        if self.prepare is not None:
-            ordered = sorted(self.prepare(ordered), key=lambda row: (row["doc_id"], *input_order(row)))
+        ordered = sorted(rows, key=document_order)
         write_part(self.paths, part_name("", index, self.total), self.schema, self.drop_status, [ordered])
         yield str(index)
 
@@ -312,11 +313,9 @@ def write_part(paths: StagePaths, name: str, schema: pa.Schema, drop_status: str
 class WriteStage(beam.PTransform):
     """Partitions rows by doc_id hash and writes every partition with WritePartition."""
 
-    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str,
-                 prepare: Prepare | None = None) -> None:
+    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str) -> None:
         super().__init__()
         self.paths, self.schema, self.total, self.drop_status = paths, schema, total, drop_status
-        self.prepare = prepare
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         total = self.total
@@ -324,9 +323,7 @@ class WriteStage(beam.PTransform):
             rows
             | "KeyByPartition" >> beam.Map(lambda row: (partition_of(row["doc_id"], total), row))
             | "GroupPartition" >> beam.GroupByKey()
-            | "WritePartition" >> beam.ParDo(
-                WritePartition(self.paths, self.schema, total, self.drop_status, self.prepare)
-            )
+            | "WritePartition" >> beam.ParDo(WritePartition(self.paths, self.schema, total, self.drop_status))
         )
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from datafactory.factory.config import BuildConfig
 from datafactory.factory.records import DROPPED, INVALID, stage_schema
@@ -15,23 +19,34 @@ from datafactory.filters.pii import PiiRedactor
 from datafactory.filters.url import UrlFilter
 from datafactory.pipelines.common import (
     REPEATED_ID_MARK,
+    StagePaths,
     StageResult,
     StageRun,
-    WriteStage,
     decision_counts,
+    document_order,
     fill_empty_partitions,
+    home_id,
+    part_name,
+    partition_of,
     run_beam,
     run_stage,
+    write_parquet_atomic,
+    write_part,
 )
 from datafactory.pipelines.inputs import display_path, inputs_digest, named_files_digest, resolve_inputs
 from datafactory.pipelines.readers import RecordReader
 
+SPILL_TEXT_BYTES = 64 << 20  # text a reader holds before writing it out as sorted runs, one per partition
+SPILL_SCHEMA_EXTRA = [pa.field("status", pa.string())]  # a row's own terminal status, for the ledger
 
-class ReadInputFile(beam.DoFn):
-    """Reads one input file; drops blocklisted URLs (status dropped, not invalid) and redacts PII in the rest."""
 
-    def __init__(self, config: BuildConfig) -> None:
-        self.config = config
+class SpillInputFile(beam.DoFn):
+    """Reads one input file (dropping blocklisted URLs: status dropped, not invalid; redacting PII in the rest) into
+    sorted runs of rows, one file per partition each time SPILL_TEXT_BYTES of text has been read; emits
+    (partition, run path). A reader's memory is bounded by that, whatever the file's size."""
+
+    def __init__(self, config: BuildConfig, spill_dir: Path, schema: pa.Schema) -> None:
+        self.config, self.spill_dir, self.schema = config, spill_dir, schema
         self.url_filter: UrlFilter | None = None
         self.redactor: PiiRedactor | None = None
 
@@ -39,14 +54,28 @@ class ReadInputFile(beam.DoFn):
         self.url_filter = UrlFilter(self.config.ingest.url_filter, self.config.base_dir)
         self.redactor = PiiRedactor(self.config.ingest.pii)
 
-    def process(self, element: tuple[str, int]) -> Iterable[dict]:
-        path, spec_index = element
+    def process(self, element: tuple[int, tuple[str, int]]) -> Iterable[tuple[int, str]]:
+        number, (path, spec_index) = element
         spec = self.config.inputs[spec_index]
         reader = RecordReader(spec, self.config.ingest, path, display_path(path, self.config.base_dir))
+        total = self.config.num_partitions
+        held: dict[int, list[dict]] = {}
+        held_bytes, runs = 0, 0
         for row in reader.rows():
             if row["keep"]:
                 self.screen(row)
-            yield row
+            held.setdefault(partition_of(row["doc_id"], total), []).append(row)
+            held_bytes += len(row["text"] or "")
+            if held_bytes >= SPILL_TEXT_BYTES:
+                yield from self.spill(held, number, runs)
+                held, held_bytes, runs = {}, 0, runs + 1
+        yield from self.spill(held, number, runs)
+
+    def spill(self, held: dict[int, list[dict]], number: int, run: int) -> Iterable[tuple[int, str]]:
+        for partition, rows in sorted(held.items()):
+            path = self.spill_dir / f"{partition:05d}-{number:06d}-{run:06d}.parquet"
+            write_parquet_atomic(pa.Table.from_pylist(sorted(rows, key=document_order), schema=self.schema), path)
+            yield partition, str(path)
 
     def screen(self, row: dict) -> None:
         verdict = self.url_filter.check(row["url"])
@@ -56,21 +85,53 @@ class ReadInputFile(beam.DoFn):
         row["text"] = self.redactor.redact(row["text"]).text
 
 
-def unique_ids(rows: list[dict]) -> list[dict]:
-    """Rows sorted by (doc_id, input position): a record id seen before (in another file, or earlier in the same
-    one) gets a suffix hashed from where the record is, and meta.original_id. Every document stays in, under an id
-    no other row has; dedup then judges its content like any other."""
-    previous = None
+def unique_ids(rows: Iterable[dict]) -> Iterator[dict]:
+    """Rows in document_order: a record id seen before (in another file, or earlier in the same one) gets a suffix
+    hashed from where the record is, and meta.original_id. Every document stays in, under an id no other row has;
+    dedup then judges its content like any other."""
+    home, seen = None, set()
     for row in rows:
-        if row["doc_id"] == previous:
+        if home_id(row["doc_id"]) != home:
+            home, seen = home_id(row["doc_id"]), set()
+        if row["doc_id"] in seen:
             where = f"{row['source']}\x00{row['input_file']}\x00{row['location']}".encode()
             meta = json.loads(row["meta"]) if row["meta"] else {}
-            meta["original_id"] = previous
+            meta["original_id"] = row["doc_id"]
             row["meta"] = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
-            row["doc_id"] = f"{previous}{REPEATED_ID_MARK}{hashlib.sha256(where).hexdigest()[:12]}"
-        else:
-            previous = row["doc_id"]
-    return rows
+            row["doc_id"] = f"{row['doc_id']}{REPEATED_ID_MARK}{hashlib.sha256(where).hexdigest()[:12]}"
+        seen.add(row["doc_id"])
+        yield row
+
+
+def run_rows(path: str) -> Iterator[dict]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+        yield from batch.to_pylist()
+
+
+def batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class MergePartition(beam.DoFn):
+    """Writes one partition's part from its readers' sorted runs: a k-way merge in document_order, streamed, with
+    repeated ids made unique on the way. Only run paths went through the shuffle."""
+
+    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int) -> None:
+        self.paths, self.schema, self.total = paths, schema, total
+
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterable[int]:
+        partition, runs = element
+        merged = heapq.merge(*(run_rows(path) for path in sorted(runs)), key=document_order)
+        write_part(self.paths, part_name("", partition, self.total), self.schema, INVALID,
+                   batched(unique_ids(merged), 1024))
+        yield partition
 
 
 ADDS = tuple(field.name for field in stage_schema(None, []))
@@ -86,16 +147,21 @@ def run(job: StageRun) -> StageResult:
     files = resolve_inputs(config)
     schema = stage_schema(None, [])
 
+    spill_dir = paths.stage_dir / "_runs"
+    spill_schema = pa.schema([*schema, *SPILL_SCHEMA_EXTRA])
+
     def body() -> dict:
         def build(pipeline: beam.Pipeline) -> None:
             (
                 pipeline
-                | "Files" >> beam.Create(files)
-                | "Read" >> beam.ParDo(ReadInputFile(config))
-                | "Write" >> WriteStage(paths, schema, config.num_partitions, INVALID, prepare=unique_ids)
+                | "Files" >> beam.Create(list(enumerate(files)))
+                | "Read" >> beam.ParDo(SpillInputFile(config, spill_dir, spill_schema))
+                | "ByPartition" >> beam.GroupByKey()
+                | "Merge" >> beam.ParDo(MergePartition(paths, schema, config.num_partitions))
             )
 
         run_beam(config, build)
+        shutil.rmtree(spill_dir, ignore_errors=True)
         fill_empty_partitions(paths, schema, config.num_partitions)
         return decision_counts(paths)
 
