@@ -27,7 +27,10 @@ import numpy as np
 import psutil
 import yaml
 
+from datafactory.pipelines.registry import stage_names
+
 ROOT = Path(__file__).resolve().parents[1]
+STAGE_NAMES = stage_names()
 FILES = 4
 
 
@@ -79,29 +82,39 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_build(config: Path, out: Path) -> tuple[float, int, str]:
-    """Wall seconds, peak summed RSS of the process tree (sampled every 0.2 s), and the build's output."""
+def run_build(config: Path, out: Path) -> tuple[float, dict[str, int], str]:
+    """Wall seconds, the peak summed RSS of the process tree (sampled every 0.2 s) while each stage ran (the stage
+    running is the first one whose progress line has not been printed; "after" is the catalog and report), and the
+    build's output."""
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "datafactory.app.cli", "build", str(config), "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0
+    stages = list(STAGE_NAMES)
+    finished: list[str] = []
+    peaks: dict[str, int] = {}
     watched = psutil.Process(process.pid)
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
-            peak = max(peak, tree_rss(watched))
+            current = stages[len(finished)] if len(finished) < len(stages) else "after"
+            peaks[current] = max(peaks.get(current, 0), tree_rss(watched))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    output = process.communicate()[0]
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "✓ " in line:
+            finished.append(line.split("✓ ", 1)[1].split(":", 1)[0])
+    process.wait()
     done.set()
     sampler.join()
+    output = "".join(lines)
     if process.returncode:
         raise SystemExit(f"build failed:\n{output[-3000:]}")
-    return time.perf_counter() - start, peak, output
+    return time.perf_counter() - start, peaks, output
 
 
 def stage_seconds(output: str) -> str:
@@ -128,10 +141,13 @@ def main() -> None:
             megabytes = write_corpus(records, folder, size) / 1e6
             config = folder / "build.yaml"
             config.write_text(yaml.safe_dump({"inputs": [{"path": "web-*.jsonl", "source": "web"}]}))
-            seconds, peak, output = run_build(config, root / f"build-{size:g}")
+            seconds, peaks, output = run_build(config, root / f"build-{size:g}")
+            peak = max(peaks.values())
             rows.append((megabytes, seconds, peak / 2**30))
+            by_stage = ", ".join(f"{name} {value / 2**30:.2f}" for name, value in peaks.items())
             print(f"{megabytes:8.1f} MB  {seconds:7.1f} s  {megabytes / seconds:5.2f} MB/s  peak tree RSS "
-                  f"{peak / 2**30:5.2f} GiB\n    {stage_seconds(output)}", flush=True)
+                  f"{peak / 2**30:5.2f} GiB\n    stages: {stage_seconds(output)}\n    peak GiB while: {by_stage}",
+                  flush=True)
     sizes_mb, walls, peaks = (np.array(column) for column in zip(*rows, strict=True))
     time_slope, time_fixed = np.polyfit(sizes_mb, walls, 1)
     memory_slope, memory_fixed = np.polyfit(sizes_mb, peaks, 1)

@@ -145,7 +145,7 @@ class TextCursor:
     """The texts of one part's documents, read forward from the part that holds them: a later stage's part is a
     subsequence of it in the same (doc_id) order, so a merge join reads it once, a row group at a time."""
 
-    def __init__(self, holder: Path, rows: int = 4096) -> None:
+    def __init__(self, holder: Path, rows: int = 1024) -> None:
         self.holder = holder
         self.batches = pq.ParquetFile(holder).iter_batches(batch_size=rows, columns=["doc_id", "text"])
         self.ids: list[str] = []
@@ -287,7 +287,7 @@ class WritePartition(beam.DoFn):
         yield str(index)
 
 
-ROW_GROUP_ROWS = 4096  # rows buffered before a row group is written: bounds a writer's memory, same on every runner
+ROW_GROUP_ROWS = 4096  # rows buffered (as Arrow, only the part's columns) before a row group is written
 
 
 def write_part(paths: StagePaths, name: str, schema: pa.Schema, drop_status: str,
@@ -295,36 +295,19 @@ def write_part(paths: StagePaths, name: str, schema: pa.Schema, drop_status: str
     """Writes one stage part (rows in the order given) and its ledger part, each atomically. A row may name its own
     terminal status (ingest drops blocklisted URLs but calls unreadable input invalid)."""
     terminal: list[dict] = []
-    pending: list[dict] = []
+    pending: list[pa.Table] = []
     with atomic_path(paths.stage_dir / name) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for rows in batches:
-            pending += rows
+            pending.append(pa.Table.from_pylist(rows, schema=schema))  # drops what the part does not store (text)
             terminal += [ledger_row(row, row.get("status") or drop_status, paths.stage)
                          for row in rows if drop_status == KEPT or not row["keep"]]
-            if len(pending) >= ROW_GROUP_ROWS:
-                writer.write_table(pa.Table.from_pylist(pending, schema=schema))
+            if sum(table.num_rows for table in pending) >= ROW_GROUP_ROWS:
+                writer.write_table(pa.concat_tables(pending))
                 pending = []
         if pending:
-            writer.write_table(pa.Table.from_pylist(pending, schema=schema))
+            writer.write_table(pa.concat_tables(pending))
     write_parquet_atomic(pa.Table.from_pylist(terminal, schema=LEDGER_SCHEMA),
                          paths.ledger_dir / f"{paths.stage}-{name}")
-
-
-class WriteStage(beam.PTransform):
-    """Partitions rows by doc_id hash and writes every partition with WritePartition."""
-
-    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str) -> None:
-        super().__init__()
-        self.paths, self.schema, self.total, self.drop_status = paths, schema, total, drop_status
-
-    def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        total = self.total
-        return (
-            rows
-            | "KeyByPartition" >> beam.Map(lambda row: (partition_of(row["doc_id"], total), row))
-            | "GroupPartition" >> beam.GroupByKey()
-            | "WritePartition" >> beam.ParDo(WritePartition(self.paths, self.schema, total, self.drop_status))
-        )
 
 
 def fill_empty_partitions(paths: StagePaths, schema: pa.Schema, total: int) -> None:
