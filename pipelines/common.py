@@ -310,6 +310,23 @@ def write_part(paths: StagePaths, name: str, schema: pa.Schema, drop_status: str
                          paths.ledger_dir / f"{paths.stage}-{name}")
 
 
+class WriteStage(beam.PTransform):
+    """Partitions rows by doc_id hash and writes every partition with WritePartition."""
+
+    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, drop_status: str) -> None:
+        super().__init__()
+        self.paths, self.schema, self.total, self.drop_status = paths, schema, total, drop_status
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        total = self.total
+        return (
+            rows
+            | "KeyByPartition" >> beam.Map(lambda row: (partition_of(row["doc_id"], total), row))
+            | "GroupPartition" >> beam.GroupByKey()
+            | "WritePartition" >> beam.ParDo(WritePartition(self.paths, self.schema, total, self.drop_status))
+        )
+
+
 def fill_empty_partitions(paths: StagePaths, schema: pa.Schema, total: int) -> None:
     """Partitions that received no rows still get (empty) files, so every build has the same file set."""
     for index in range(total):
