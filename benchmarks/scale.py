@@ -82,10 +82,10 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_build(config: Path, out: Path) -> tuple[float, dict[str, int], str]:
-    """Wall seconds, the peak summed RSS of the process tree (sampled every 0.2 s) while each stage ran (the stage
-    running is the first one whose progress line has not been printed; "after" is the catalog and report), and the
-    build's output."""
+def run_build(config: Path, out: Path, also: tuple[psutil.Process, ...] = ()) -> tuple[float, dict[str, int], str]:
+    """Wall seconds, the peak summed RSS of the process tree (sampled every 0.2 s; plus the trees of ``also``, e.g.
+    cluster workers) while each stage ran (the stage running is the first one whose progress line has not been
+    printed; "after" is the catalog and report), and the build's output."""
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "datafactory.app.cli", "build", str(config), "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -98,7 +98,7 @@ def run_build(config: Path, out: Path) -> tuple[float, dict[str, int], str]:
     def sample() -> None:
         while not done.is_set():
             current = stages[len(finished)] if len(finished) < len(stages) else "after"
-            peaks[current] = max(peaks.get(current, 0), tree_rss(watched))
+            peaks[current] = max(peaks.get(current, 0), sum(tree_rss(process) for process in (watched, *also)))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)

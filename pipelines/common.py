@@ -66,9 +66,9 @@ def part_name(prefix: str, index: int, total: int) -> str:
     return f"{prefix}part-{index:05d}-of-{total:05d}.parquet"
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+def write_parquet_atomic(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from datafactory.pipelines.inputs import display_path, inputs_digest, named_file
 from datafactory.pipelines.readers import RecordReader
 
 SPILL_TEXT_BYTES = 64 << 20  # text a reader holds before writing it out as sorted runs, one per partition
+RUN_READ_ROWS = 256  # rows per row group of a run: what the merge holds of each run at once
 SPILL_SCHEMA_EXTRA = [pa.field("status", pa.string())]  # a row's own terminal status, for the ledger
 
 
@@ -74,7 +75,8 @@ class SpillInputFile(beam.DoFn):
     def spill(self, held: dict[int, list[dict]], number: int, run: int) -> Iterable[tuple[int, str]]:
         for partition, rows in sorted(held.items()):
             path = self.spill_dir / f"{partition:05d}-{number:06d}-{run:06d}.parquet"
-            write_parquet_atomic(pa.Table.from_pylist(sorted(rows, key=document_order), schema=self.schema), path)
+            table = pa.Table.from_pylist(sorted(rows, key=document_order), schema=self.schema)
+            write_parquet_atomic(table, path, row_group_size=RUN_READ_ROWS)  # the merge reads a row group per run
             yield partition, str(path)
 
     def screen(self, row: dict) -> None:
@@ -104,7 +106,7 @@ def unique_ids(rows: Iterable[dict]) -> Iterator[dict]:
 
 
 def run_rows(path: str) -> Iterator[dict]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=RUN_READ_ROWS):
         yield from batch.to_pylist()
 
 
