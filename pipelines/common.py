@@ -192,6 +192,12 @@ def iter_kept_batches(part: Path, size: int) -> Iterator[list[dict]]:
         yield kept.to_pylist()
 
 
+def iter_part_rows(path: Path, rows: int) -> Iterator[dict]:
+    """Every row of a Parquet file, ``rows`` at a time (a spill run, read by a k-way merge)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        yield from batch.to_pylist()
+
+
 def kept_rows(path: str) -> pa.Table:
     table = pq.read_table(path)
     kept = table.filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS))

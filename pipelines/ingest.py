@@ -11,7 +11,6 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from datafactory.factory.config import BuildConfig
 from datafactory.factory.records import DROPPED, INVALID, stage_schema
@@ -26,6 +25,7 @@ from datafactory.pipelines.common import (
     document_order,
     fill_empty_partitions,
     home_id,
+    iter_part_rows,
     part_name,
     partition_of,
     run_beam,
@@ -105,11 +105,6 @@ def unique_ids(rows: Iterable[dict]) -> Iterator[dict]:
         yield row
 
 
-def run_rows(path: str) -> Iterator[dict]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=RUN_READ_ROWS):
-        yield from batch.to_pylist()
-
-
 def batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
     batch: list[dict] = []
     for row in rows:
@@ -130,7 +125,8 @@ class MergePartition(beam.DoFn):
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterable[int]:
         partition, runs = element
-        merged = heapq.merge(*(run_rows(path) for path in sorted(runs)), key=document_order)
+        merged = heapq.merge(*(iter_part_rows(Path(path), RUN_READ_ROWS) for path in sorted(runs)),
+                            key=document_order)
         write_part(self.paths, part_name("", partition, self.total), self.schema, INVALID,
                    batched(unique_ids(merged), 1024))
         yield partition
