@@ -6,8 +6,9 @@ Quality: `langid_eval.jsonl` (34 languages, UD treebank test sentences); a predi
 its base language equals the gold one ("zh-Hant" is "zh"; lid.176's "no" is the gold "nb"); for the Chinese
 rows the script (Hans/Hant) we report is scored too. Speed: `web_sample.jsonl.gz` (5,178 web documents), one
 process, one core: bare fastText `predict` on each whole document flattened to one line (the peer figure in
-PEERS.md), against our `LanguageIdentifier.predict` in batches of 256 (bounded sample of each document, CJK
-script refinement).
+PEERS.md), against our `LanguageIdentifier.predict` in batches of 256 (bounded sample of each document, lingua's
+second opinion where fastText is weak, Cantonese and CJK script refinement), and the share of documents lingua
+was asked about.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ def evaluate_speed(identifier: LanguageIdentifier, docs: list[str]) -> None:
         for start in range(0, len(docs), BATCH):
             identifier.predict(docs[start : start + BATCH])
 
+    asked = identifier.second_opinion.asked if identifier.second_opinion else 0
+    ours()
+    asked = (identifier.second_opinion.asked if identifier.second_opinion else 0) - asked
+    print(f"second opinion (lingua) asked on {asked:,} of {len(docs):,} web documents ({asked / len(docs):.1%})")
     bare_s, ours_s = best_of(bare), best_of(ours)
     for name, seconds in (("bare fastText, whole documents", bare_s), ("datafactory langid", ours_s)):
         print(f"{name:<32}{len(docs) / seconds:>10,.0f} docs/s{megabytes / seconds:>8.1f} MB/s")

@@ -55,12 +55,25 @@ class IngestConfig(Strict):
     pii: PiiConfig = PiiConfig()
 
 
+# Languages lid.176 confuses with each other (measured on the UD sentences of benchmarks/langid_eval.py): closely
+# related pairs and the Cyrillic South/East Slavic languages. lid.176 labels Norwegian "no".
+CONFUSABLE_LANGUAGES = (("af", "nl"), ("cs", "sk"), ("da", "nb", "nn", "no", "sv"),
+                        ("be", "bg", "mk", "ru", "uk"), ("bs", "hr", "sr"), ("gl", "pt"))
+
+
 class LangidConfig(Strict):
     model: str | None = Field(None, description="fastText LID model path; default lid.176.ftz")
     max_chars: int = Field(2000, gt=0, description="characters of each document shown to the model")
     min_score: float = Field(0.5, ge=0, le=1, description="keep threshold for languages without their own")
     thresholds: dict[str, float] = Field(default_factory=dict, description="per-language keep thresholds")
     allow: list[str] | None = Field(None, description="languages to keep; None keeps every language")
+    second_opinion: bool = Field(True, description="lingua settles confusable languages and short texts")
+    confusable: list[list[str]] = Field(
+        default_factory=lambda: [list(group) for group in CONFUSABLE_LANGUAGES],
+        description="groups fastText confuses: when it picks a member, lingua chooses within the group")
+    short_chars: int = Field(40, ge=0, description="below this many characters lingua chooses between fastText's two "
+                                                   "best guesses")
+    cantonese: bool = Field(True, description="Chinese text dense in Cantonese-only characters is yue, not zh")
 
 
 # Stop words and thresholds per language. English: Gopher's stop words (Rae et al. 2021, "Scaling Language Models",

@@ -1,11 +1,13 @@
-"""Language identification with a fastText LID model (lid.176 by default), batched, CJK script-aware.
-
-Chinese is refined to ``zh-Hans`` / ``zh-Hant`` when the text's characters tell which script it uses.
+"""Language identification with a fastText LID model (lid.176 by default), batched, CJK script-aware, with a second
+opinion: lingua (models inside its wheel) chooses within groups of languages fastText confuses and between fastText's
+two best guesses on short texts; Han text without kana is never Japanese, and Chinese dense in Cantonese-only
+characters is Cantonese (yue). Chinese is refined to ``zh-Hans`` / ``zh-Hant`` when its characters tell the script.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,13 +79,84 @@ def refine_chinese(lang: str, text: str) -> str:
     return f"zh-{script}" if script else lang
 
 
+# Characters of written Cantonese that standard written Chinese does not use (particles, pronouns, verbs).
+CANTONESE_CHARS = frozenset("嘅咗喺冇佢哋啲嗰乜嘢嚟噉畀唔睇咩啱攞嘥")
+CANTONESE_MIN_SHARE = 0.01  # of the Han characters: one in a short sentence, dozens in a long page
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def chinese_variety(lang: str, sample: str, cantonese: bool) -> str:
+    """Han text without kana is Chinese, never Japanese; with enough Cantonese-only characters it is yue."""
+    if lang not in ("zh", "yue", "ja") or (lang == "ja" and _KANA.search(sample)):
+        return lang
+    han = len(_HAN.findall(sample))
+    if not han:
+        return lang
+    markers = sum(char in CANTONESE_CHARS for char in sample)
+    if cantonese and markers and markers >= CANTONESE_MIN_SHARE * han:
+        return "yue"
+    return "zh" if lang == "ja" else lang
+
+
+class SecondOpinion:
+    """lingua, asked only where fastText is known to be weak; detectors are built per candidate set and cached."""
+
+    def __init__(self, config: LangidConfig) -> None:
+        self.groups = {lang: tuple(group) for group in config.confusable for lang in group}
+        self.short_chars = config.short_chars
+        self.asked = 0  # texts lingua was asked about (benchmarks report the share)
+        self._detectors: dict[frozenset[str], Any] = {}
+
+    def candidates(self, sample: str, lang: str, lang2: str | None) -> frozenset[str] | None:
+        """The languages lingua should choose among for this text, or None when fastText's answer stands."""
+        if lang in self.groups:
+            found = {LINGUA_ALIASES.get(code, code) for code in self.groups[lang]}
+        elif len(sample) < self.short_chars and lang2 is not None:
+            found = {lang, lang2}
+        else:
+            return None
+        supported = frozenset(code for code in found if code.upper() in _lingua_codes())
+        return supported if len(supported) > 1 else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_detectors": {}}  # lingua's detectors do not pickle; they rebuild on first use
+
+    def choose(self, sample: str, candidates: frozenset[str]) -> str | None:
+        detector = self._detectors.get(candidates)
+        if detector is None:
+            from lingua import IsoCode639_1, LanguageDetectorBuilder
+
+            codes = [getattr(IsoCode639_1, code.upper()) for code in sorted(candidates)]
+            detector = self._detectors[candidates] = LanguageDetectorBuilder.from_iso_codes_639_1(*codes).build()
+        self.asked += 1
+        language = detector.detect_language_of(sample)
+        return None if language is None else language.iso_code_639_1.name.lower()
+
+
+LINGUA_ALIASES = {"no": "nb"}  # lid.176's Norwegian macrolanguage is lingua's Bokmål
+
+
+def _lingua_codes() -> frozenset[str]:
+    global _LINGUA_CODES
+    if _LINGUA_CODES is None:
+        from lingua import IsoCode639_1
+
+        _LINGUA_CODES = frozenset(name for name in dir(IsoCode639_1) if name.isupper() and len(name) == 2)
+    return _LINGUA_CODES
+
+
+_LINGUA_CODES: frozenset[str] | None = None
+
+
 class LanguageIdentifier:
-    """Batch language identification; the model loads on first use, so instances pickle cheaply."""
+    """Batch language identification; the models load on first use, so instances pickle cheaply."""
 
     def __init__(self, config: LangidConfig) -> None:
         self.config = config
         self.model_path = config.model or default_model_path()
         self._model: Any = None
+        self.second_opinion = SecondOpinion(config) if config.second_opinion else None
 
     @property
     def model(self) -> Any:
@@ -109,9 +182,16 @@ class LanguageIdentifier:
     def _result(self, sample: str, labels: list[str], probs: list[float]) -> LangResult:
         langs = [clean_label(label) for label in labels]
         scores = [min(max(p, 0.0), 1.0) for p in probs]
-        lang = refine_chinese(langs[0], sample)
-        lang2 = langs[1] if len(langs) > 1 else None
-        return LangResult(lang, scores[0], lang2, scores[1] if len(scores) > 1 else 0.0)
+        lang, score = langs[0], scores[0]
+        lang2, score2 = (langs[1], scores[1]) if len(langs) > 1 else (None, 0.0)
+        candidates = self.second_opinion.candidates(sample, lang, lang2) if self.second_opinion else None
+        if candidates:
+            chosen = self.second_opinion.choose(sample, candidates)
+            if chosen is not None and chosen != LINGUA_ALIASES.get(lang, lang):
+                # fastText's confidence that the text is one of the candidates, kept for the thresholds
+                lang, score = chosen, min(1.0, score + (score2 if lang2 in candidates else 0.0))
+        lang = refine_chinese(chinese_variety(lang, sample, self.config.cantonese), sample)
+        return LangResult(lang, score, lang2, score2)
 
 
 def threshold_for(lang: str, config: LangidConfig) -> float:
