@@ -151,8 +151,9 @@ def test_jaccard_estimates(hasher: MinHasher) -> None:
 
 def test_lsh_params_are_sane() -> None:
     bands, rows = lsh_params(DedupConfig())
-    assert (bands, rows) == (16, 8)
-    assert lsh_params(DedupConfig(false_positive_weight=0.5, false_negative_weight=0.5)) == (9, 13)
+    assert (bands, rows) == (21, 6)
+    assert 1 - (1 - 0.75**rows) ** bands >= 0.98  # a pair at the default threshold becomes a candidate
+    assert lsh_params(DedupConfig(threshold=0.8, false_positive_weight=0.5, false_negative_weight=0.5)) == (9, 13)
     assert lsh_params(DedupConfig(bands=20, rows=6)) == (20, 6)
     for threshold in (0.5, 0.7, 0.9):
         b, r = lsh_params(DedupConfig(threshold=threshold, num_perm=64))
