@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -310,7 +310,20 @@ class ScorerSpec(Strict):
         return self.name or Path(self.model).stem
 
 
+class ReferenceConfig(Strict):
+    """The DCLM recipe inside a build: a classifier trained on the named sources' documents (positives) against a
+    seeded sample of the build's other documents (negatives), then used as a scorer."""
+
+    sources: list[str] = Field(min_length=1, description="input sources (inputs[].source) whose documents are positive")
+    negatives_per_positive: float = Field(1.0, gt=0, description="negatives sampled per positive")
+    max_positives: int = Field(200_000, ge=10, description="positives beyond this are sampled down")
+    kind: Literal["fasttext", "lm_ratio"] = "fasttext"
+    weight: float = Field(1.0, gt=0, description="its weight in quality_score")
+    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="examples kept out of training to measure it")
+
+
 class QualityConfig(Strict):
+    reference: ReferenceConfig | None = Field(None, description="train the build's own classifier (DCLM recipe)")
     model: str | None = Field(None, description="fastText classifier (.bin); default: trained on built-in labels")
     scorers: list[ScorerSpec] = Field(
         default_factory=list, description="more scorers; quality_score is the weighted mean of all of them"
@@ -419,6 +432,15 @@ class BuildConfig(Strict):
         if len(set(paths)) != len(paths):
             raise ValueError("the same input path is listed twice")
         return inputs
+
+    @model_validator(mode="after")
+    def _reference_sources_exist(self) -> BuildConfig:
+        reference = self.quality.reference
+        known = {spec.source for spec in self.inputs}
+        if reference is not None and (unknown := sorted(set(reference.sources) - known)):
+            raise ValueError(f"quality.reference.sources names {unknown}, which no input has as its source "
+                             f"(the sources are {sorted(known)})")
+        return self
 
     def resolve_path(self, path: str) -> str:
         """A path from the config: URLs and absolute paths as they are, relative ones against base_dir."""

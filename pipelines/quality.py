@@ -12,18 +12,21 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import xxhash
 
-from datafactory.factory.config import BuildConfig, QualityConfig, ScorerSpec
+from datafactory.factory.config import BuildConfig, ConfigError, QualityConfig, ReferenceConfig, ScorerSpec
 from datafactory.factory.shards import sha256_file
 from datafactory.filters.lm_quality import REFERENCE_SUFFIX
 from datafactory.filters.quality import (
     BOOTSTRAP_EXAMPLES,
     BOOTSTRAP_LABEL,
+    HQ,
+    LQ,
     bootstrap_examples,
     bucket_for,
     train_classifier,
 )
-from datafactory.filters.quality_train import Scorer, load_scorer, sidecar_path
+from datafactory.filters.quality_train import Scorer, load_scorer, sidecar_path, train_quality_model
 from datafactory.pipelines.common import (
     AnnotateBatch,
     MapParts,
@@ -33,6 +36,7 @@ from datafactory.pipelines.common import (
     added_names,
     decision_counts,
     fill_empty_partitions,
+    iter_kept_batches,
     map_parts,
     output_schema,
     run_beam,
@@ -70,18 +74,69 @@ def configured_specs(config: BuildConfig) -> list[ScorerSpec]:
     return [spec.model_copy(update={"model": config.resolve_path(spec.model)}) for spec in specs]
 
 
+def reference_model_path(build_dir: Path) -> Path:
+    return build_dir / "models" / "quality-reference.bin"
+
+
+def uses_bootstrap(config: BuildConfig) -> bool:
+    return not configured_specs(config) and config.quality.reference is None
+
+
 def scorer_specs(config: BuildConfig, build_dir: Path) -> list[ScorerSpec]:
-    """The configured scorers, else the bootstrap classifier (trained by the stage itself, not here)."""
-    return configured_specs(config) or [
-        ScorerSpec(model=str(bootstrap_model_path(build_dir, config.seed)), kind="fasttext")
-    ]
+    """The configured scorers and the build's reference classifier, else the bootstrap classifier (each trained by
+    the stage itself, not here)."""
+    if uses_bootstrap(config):
+        return [ScorerSpec(model=str(bootstrap_model_path(build_dir, config.seed)), kind="fasttext")]
+    reference = config.quality.reference
+    own = [] if reference is None else [ScorerSpec(model=str(reference_model_path(build_dir)), name="reference",
+                                                   kind=reference.kind, weight=reference.weight)]
+    return configured_specs(config) + own
+
+
+def reference_examples(previous: StagePaths, reference: ReferenceConfig, seed: int) -> list[tuple[str, str]]:
+    """(text, label) examples for the build's reference classifier: the named sources' kept documents (hq) and a
+    seeded sample of the others (lq), chosen by a hash of each doc_id, so the same build picks the same examples."""
+    files = [str(path) for path in previous.parts()]
+    counts = dict(duckdb.sql(
+        "SELECT source IN (SELECT unnest($sources)), count(*) FROM read_parquet($files) WHERE keep GROUP BY ALL",
+        params={"files": files, "sources": reference.sources},
+    ).fetchall())
+    positives, others = counts.get(True, 0), counts.get(False, 0)
+    if not positives or not others:
+        raise NoReferenceExamples(f"quality.reference: {positives:,} kept documents from {reference.sources} and "
+                                  f"{others:,} from other sources reached the quality stage; both are needed to train")
+    positive_rate = min(1.0, reference.max_positives / positives)
+    negative_rate = min(1.0, reference.negatives_per_positive * positives * positive_rate / others)
+    sources, examples = set(reference.sources), []
+    for part in previous.parts():
+        for rows in iter_kept_batches(part, 1024):
+            for row in rows:
+                positive = row["source"] in sources
+                drawn = xxhash.xxh64_intdigest(row["doc_id"].encode(), seed=seed) / 2**64
+                if drawn < (positive_rate if positive else negative_rate):
+                    examples.append((row["text"], HQ if positive else LQ))
+    return examples
+
+
+class NoReferenceExamples(ConfigError):
+    """The build cannot train its reference classifier: no positives or no negatives reached the stage."""
+
+
+def train_reference_model(previous: StagePaths, config: BuildConfig, build_dir: Path) -> dict:
+    """Trains DIR/models/quality-reference.bin (+ MODEL.json with held-out metrics); returns what the marker keeps."""
+    reference = config.quality.reference
+    examples = reference_examples(previous, reference, config.seed)
+    sidecar = train_quality_model(examples, reference_model_path(build_dir), reference.kind,
+                                  heldout_fraction=reference.heldout_fraction, seed=config.seed)
+    return {"positives": sum(label == HQ for _, label in examples),
+            "negatives": sum(label == LQ for _, label in examples), "heldout": sidecar["heldout"]}
 
 
 def own_inputs(config: BuildConfig, build_dir: Path) -> str:
     """The quality stage's own inputs: the configured model files, or the bootstrap examples and seed. Reads files,
     never trains: computing it has no side effects."""
     specs = configured_specs(config)
-    if specs:
+    if specs or config.quality.reference is not None:  # the reference's examples are the upstream output: hashed
         return models_digest(specs)
     return hashlib.sha256(f"bootstrap\x00{config.seed}\x00{sha256_file(BOOTSTRAP_EXAMPLES)}".encode()).hexdigest()
 
@@ -207,14 +262,21 @@ def run(job: StageRun) -> StageResult:
         pipeline | "Parts" >> beam.Create(parts) | "Bucket" >> beam.ParDo(BucketPart(read_cuts(cuts_path)))
 
     def body() -> dict:
-        if not configured_specs(config):
+        trained = {}
+        if uses_bootstrap(config):
             train_bootstrap_model(Path(specs[0].model), config.seed)
+        elif config.quality.reference is not None:
+            trained = {"reference": train_reference_model(previous, config, build_dir)}
         map_parts(config, previous, MapParts(paths, schema, ScoreQuality(specs, quality), 256))  # bucket still empty
         fill_empty_partitions(paths, schema, total)
         cuts = {lang: cut_points(histogram, quality) for lang, histogram in score_histograms(paths).items()}
         write_cuts(cuts, cuts_path)
         run_beam(config, bucket)
-        scored_by = [spec.label for spec in specs] if configured_specs(config) else [BOOTSTRAP_LABEL]
-        return decision_counts(paths) | {"scored_by": scored_by}
+        scored_by = [BOOTSTRAP_LABEL] if uses_bootstrap(config) else [spec.label for spec in specs]
+        return decision_counts(paths) | {"scored_by": scored_by} | trained
 
-    return run_stage(job, body, lambda: [cuts_path])
+    def outputs() -> list[Path]:
+        trained = [] if config.quality.reference is None else [reference_model_path(build_dir)]
+        return [cuts_path, *trained, *(sidecar_path(path) for path in trained)]
+
+    return run_stage(job, body, outputs)
