@@ -177,9 +177,9 @@ class TextCursor:
         self.ids, self.texts, self.position = batch.column(0).to_pylist(), batch.column(1), 0
 
 
-def iter_kept_batches(part: Path, size: int) -> Iterator[list[dict]]:
-    """The rows one part kept, ``size`` at a time in file order, without decision columns, with their text: the
-    memory held is a batch (and a row group of the text's part), not the part."""
+def iter_kept_tables(part: Path, size: int) -> Iterator[pa.Table]:
+    """The rows one part kept, ``size`` at a time in file order, without decision columns, with their text, as Arrow
+    tables: the memory held is a batch (and a row group of the text's part), not the part."""
     parquet = pq.ParquetFile(part)
     schema = parquet.schema_arrow
     texts = None if "text" in schema.names else TextCursor(part.parent.parent / text_source(part, schema) / part.name)
@@ -189,7 +189,13 @@ def iter_kept_batches(part: Path, size: int) -> Iterator[list[dict]]:
             continue
         if texts is not None:
             kept = kept.append_column("text", texts.take(kept["doc_id"].to_pylist()))
-        yield kept.to_pylist()
+        yield kept
+
+
+def iter_kept_batches(part: Path, size: int) -> Iterator[list[dict]]:
+    """iter_kept_tables as lists of row dicts (what the per-document judges take)."""
+    for table in iter_kept_tables(part, size):
+        yield table.to_pylist()
 
 
 def iter_part_rows(path: Path, rows: int) -> Iterator[dict]:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import sentencepiece as spm
 import xxhash
 
@@ -20,7 +19,7 @@ from datafactory.factory.atomic import atomic_path, write_text_atomic
 from datafactory.factory.config import TokenizerConfig
 from datafactory.factory.shards import sha256_file
 from datafactory.filters.sentencepiece_train import train_model
-from datafactory.pipelines.common import StagePaths, StageResult, StageRun, run_stage, with_text
+from datafactory.pipelines.common import StagePaths, StageResult, StageRun, iter_kept_tables, run_stage
 
 MODEL_NAME = "tokenizer.model"
 INFO_NAME = "tokenizer.json"
@@ -55,11 +54,13 @@ class Candidate:
     chars: int
 
 
+READ_ROWS = 1024  # rows of a part held at once while the sample is chosen and read
+
+
 def candidates(files: list[Path], seed: int) -> list[Candidate]:
-    """Every kept document as (hash order, id, base language, length), read without the text itself."""
+    """Every kept document as (hash order, id, base language, length), the parts streamed a batch at a time."""
     found = []
-    for path in files:
-        table = with_text(pq.read_table(path, columns=["doc_id", "lang", "keep"]).filter(pc.field("keep")), path)
+    for table in (table for path in files for table in iter_kept_tables(path, READ_ROWS)):
         lengths = pc.utf8_length(table["text"]).to_pylist()
         for doc_id, lang, length in zip(table["doc_id"].to_pylist(), table["lang"].to_pylist(), lengths, strict=True):
             order = xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode())
@@ -110,9 +111,8 @@ def split_sample(
 def read_texts(files: list[Path], wanted: set[str]) -> dict[str, str]:
     texts: dict[str, str] = {}
     value_set = pa.array(sorted(wanted), type=pa.string())
-    for path in files:
-        table = pq.read_table(path, columns=["doc_id"])
-        table = with_text(table.filter(pc.is_in(table["doc_id"], value_set=value_set)), path)
+    for table in (table for path in files for table in iter_kept_tables(path, READ_ROWS)):
+        table = table.filter(pc.is_in(table["doc_id"], value_set=value_set))
         texts.update(zip(table["doc_id"].to_pylist(), table["text"].to_pylist(), strict=True))
     return texts
 
