@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import psutil
 import yaml
 from distributed import LocalCluster
-from scale import ROOT, load_records, run_build, write_corpus
+from scale import load_records, run_build, write_corpus
+from workspace import add_workspace_arguments, workspace
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
@@ -54,13 +54,10 @@ def on_cluster(folder: Path, out: Path, workers: int) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=float, default=500.0, help="input size in MB")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--keep", type=Path, help="write inputs and builds here instead of a temporary folder")
+    add_workspace_arguments(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = args.keep or Path(tmp)
+    with workspace(args.keep) as root:
         folder = root / "input"
-        folder.mkdir(parents=True, exist_ok=True)
         megabytes = write_corpus(load_records(args.data), folder, args.size) / 1e6
         runs = {"in-process runner (auto: 2 worker processes)": build_on(folder, root / "in-process", None),
                 "DaskRunner, 1 worker": on_cluster(folder, root / "dask-1", 1),

@@ -15,19 +15,18 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import tempfile
 from pathlib import Path
 
 import duckdb
 import yaml
 from sklearn.metrics import roc_auc_score
+from workspace import add_workspace_arguments, workspace
 
 from datafactory.factory.config import load_config
 from datafactory.filters.quality_train import sidecar_path
 from datafactory.pipelines.quality import reference_model_path
 from datafactory.pipelines.registry import STAGES
 
-ROOT = Path(__file__).resolve().parents[1]
 WIKI = ("wikipedia-en-llamafactory", "cmrc2018-zhwiki")
 
 
@@ -64,13 +63,10 @@ def build(folder: Path, out: Path, quality: dict) -> list[tuple[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--keep", type=Path, help="write inputs and builds here instead of a temporary folder")
+    add_workspace_arguments(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = args.keep or Path(tmp)
+    with workspace(args.keep) as root:
         folder = root / "input"
-        folder.mkdir(parents=True, exist_ok=True)
         labels = write_inputs(args.data, folder)
         runs = {"bootstrap classifier (default)": build(folder, root / "bootstrap", {}),
                 "reference: wiki vs the build's own documents": build(folder, root / "reference",

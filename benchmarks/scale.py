@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 import yaml
+from workspace import add_workspace_arguments, workspace
 
 from datafactory.pipelines.registry import stage_names
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGE_NAMES = stage_names()
 FILES = 4
 
@@ -124,14 +123,12 @@ def stage_seconds(output: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="30,120,500", help="input sizes in MB, comma-separated")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--keep", type=Path, help="write inputs and builds here instead of a temporary folder")
+    add_workspace_arguments(parser)
     args = parser.parse_args()
     records = load_records(args.data)
     sizes = [float(size) for size in args.sizes.split(",")]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = args.keep or Path(tmp)
+    with workspace(args.keep) as root:
         warm = subprocess.run([sys.executable, "-m", "datafactory.app.cli", "server", "start"],
                               capture_output=True, text=True)
         print(warm.stdout.strip(), flush=True)
