@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -109,18 +110,6 @@ def text_source(part: Path | str, schema: pa.Schema | None = None) -> str:
     return schema.metadata[TEXT_FROM].decode()
 
 
-def with_text(table: pa.Table, part: Path | str) -> pa.Table:
-    """``table`` (rows of ``part``, read with its schema metadata) with the text column from the stage that holds
-    it, rows in their order."""
-    if "text" in table.column_names:
-        return table
-    part = Path(part)
-    holder = text_source(part, table.schema)
-    source = pq.read_table(part.parent.parent / holder / part.name, columns=["doc_id", "text"])
-    positions = pa.compute.index_in(table["doc_id"], value_set=source["doc_id"])
-    return table.append_column("text", source["text"].take(positions))
-
-
 def added_names(fields: list[pa.Field] | pa.Schema) -> tuple[str, ...]:
     """The columns a stage adds (its ADDS): its fields, less the document's identity and the decision every stage
     writes."""
@@ -192,36 +181,47 @@ def iter_kept_tables(part: Path, size: int) -> Iterator[pa.Table]:
         yield kept
 
 
+def iter_kept_schema(part: Path) -> pa.Schema:
+    """The schema iter_kept_tables yields for ``part``."""
+    schema = pq.read_schema(part)
+    kept = pa.schema([field for field in schema if field.name not in DECISION_COLUMNS])
+    return kept if "text" in kept.names else kept.append(pa.field("text", pa.string()))
+
+
 def iter_kept_batches(part: Path, size: int) -> Iterator[list[dict]]:
     """iter_kept_tables as lists of row dicts (what the per-document judges take)."""
     for table in iter_kept_tables(part, size):
         yield table.to_pylist()
 
 
-def iter_part_rows(path: Path, rows: int) -> Iterator[dict]:
-    """Every row of a Parquet file, ``rows`` at a time (a spill run, read by a k-way merge)."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
-        yield from batch.to_pylist()
+RUN_ROWS = 256  # rows per row group of a spilled run: what a merge holds of each run at once
+
+
+def write_run(rows: list[dict], order: Callable[[dict], object], schema: pa.Schema, path: Path) -> str:
+    """Spill ``rows`` sorted by ``order`` (a run, for merge_runs); returns its path."""
+    write_parquet_atomic(pa.Table.from_pylist(sorted(rows, key=order), schema=schema), path, row_group_size=RUN_ROWS)
+    return str(path)
+
+
+def merge_runs(paths: Iterable[str], order: Callable[[dict], object]) -> Iterator[dict]:
+    """The rows of sorted runs in one ``order``, streamed: a k-way merge holding a row group of each run."""
+    def rows(path: str) -> Iterator[dict]:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=RUN_ROWS):
+            yield from batch.to_pylist()
+
+    return heapq.merge(*(rows(path) for path in sorted(paths)), key=order)
 
 
 def kept_rows(path: str) -> pa.Table:
-    table = pq.read_table(path)
-    kept = table.filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS))
-    return with_text(kept, path)
-
-
-class ReadKeptRows(beam.DoFn):
-    """Reads one Parquet part of the previous stage and emits the rows it kept, without decision columns."""
-
-    def process(self, path: str) -> Iterable[dict]:
-        for batch in iter_kept_batches(Path(path), 1024):
-            yield from batch
+    """Every row one part kept, with its text, in one table (small parts: tests and inspection)."""
+    tables = list(iter_kept_tables(Path(path), 4096))
+    return pa.concat_tables(tables) if tables else pa.Table.from_batches([], iter_kept_schema(Path(path)))
 
 
 class ReadKeptBatches(beam.DoFn):
-    """Like ReadKeptRows, but emits lists of up to ``size`` rows in file order: batches made at read time are the
-    same on every runner and worker count (BatchElements emits its last batch from finish_bundle, which the
-    DaskRunner drops)."""
+    """Reads one Parquet part of the previous stage and emits the rows it kept (without decision columns) as lists of
+    up to ``size`` rows in file order: batches made at read time are the same on every runner and worker count
+    (BatchElements emits its last batch from finish_bundle, which the DaskRunner drops)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -236,9 +236,14 @@ def read_kept_batches(pipeline: beam.Pipeline, upstream: StagePaths, size: int, 
     that read it when there are at least as many files as local workers; otherwise (or on a cluster, whose size
     is not known here) a Reshuffle spreads them, at the price of moving every row through Beam's coders
     (~8% of the tokenize stage on one core)."""
+    return each_part(pipeline, upstream, runner, label) | f"{label}Batches" >> beam.ParDo(ReadKeptBatches(size))
+
+
+def each_part(pipeline: beam.Pipeline, upstream: StagePaths, runner: RunnerConfig, label: str = "Parts"
+              ) -> beam.PCollection:
+    """The upstream stage's part paths, one element each, spread over the workers."""
     files = [str(path) for path in upstream.parts()]
-    batches = pipeline | f"{label}Files" >> beam.Create(files) | f"{label}Batches" >> beam.ParDo(ReadKeptBatches(size))
-    return spread(batches, len(files), runner, label)
+    return spread(pipeline | f"{label}Files" >> beam.Create(files), len(files), runner, label)
 
 
 def spread(pcoll: beam.PCollection, files: int, runner: RunnerConfig, label: str) -> beam.PCollection:
@@ -278,14 +283,6 @@ class collect(beam.PTransform):  # noqa: N801 - reads like the beam.combiners.To
         )
 
 
-def read_kept(pipeline: beam.Pipeline, upstream: StagePaths, runner: RunnerConfig, label: str = "Read"
-              ) -> beam.PCollection:
-    """The upstream stage's kept rows, one element each (spread like read_kept_batches)."""
-    files = [str(path) for path in upstream.parts()]
-    rows = pipeline | f"{label}Files" >> beam.Create(files) | f"{label}Rows" >> beam.ParDo(ReadKeptRows())
-    return spread(rows, len(files), runner, label)
-
-
 class WritePartition(beam.DoFn):
     """Writes one partition (rows in document_order, so output is independent of worker count) and its ledger."""
 
@@ -308,14 +305,16 @@ def write_part(paths: StagePaths, name: str, schema: pa.Schema, drop_status: str
     terminal status (ingest drops blocklisted URLs but calls unreadable input invalid)."""
     terminal: list[dict] = []
     pending: list[pa.Table] = []
+    pending_rows = 0
     with atomic_path(paths.stage_dir / name) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for rows in batches:
             pending.append(pa.Table.from_pylist(rows, schema=schema))  # drops what the part does not store (text)
+            pending_rows += len(rows)
             terminal += [ledger_row(row, row.get("status") or drop_status, paths.stage)
                          for row in rows if drop_status == KEPT or not row["keep"]]
-            if sum(table.num_rows for table in pending) >= ROW_GROUP_ROWS:
+            if pending_rows >= ROW_GROUP_ROWS:
                 writer.write_table(pa.concat_tables(pending))
-                pending = []
+                pending, pending_rows = [], 0
         if pending:
             writer.write_table(pa.concat_tables(pending))
     write_parquet_atomic(pa.Table.from_pylist(terminal, schema=LEDGER_SCHEMA),
@@ -491,9 +490,7 @@ class MapParts(beam.DoFn):
 
 def map_parts(config: BuildConfig, upstream: StagePaths, dofn: beam.DoFn) -> None:
     """Run ``dofn`` once per upstream part, the parts spread over the runner's workers."""
-    files = [str(path) for path in upstream.parts()]
-    run_beam(config, lambda pipeline: spread(pipeline | "Parts" >> beam.Create(files), len(files), config.runner,
-                                             "Parts") | "EachPart" >> beam.ParDo(dofn))
+    run_beam(config, lambda pipeline: each_part(pipeline, upstream, config.runner) | "EachPart" >> beam.ParDo(dofn))
 
 
 def run_document_stage(

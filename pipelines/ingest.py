@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import shutil
 from collections.abc import Iterable, Iterator
@@ -25,19 +24,18 @@ from datafactory.pipelines.common import (
     document_order,
     fill_empty_partitions,
     home_id,
-    iter_part_rows,
+    merge_runs,
     part_name,
     partition_of,
     run_beam,
     run_stage,
-    write_parquet_atomic,
     write_part,
+    write_run,
 )
 from datafactory.pipelines.inputs import display_path, inputs_digest, named_files_digest, resolve_inputs
 from datafactory.pipelines.readers import RecordReader
 
 SPILL_TEXT_BYTES = 64 << 20  # text a reader holds before writing it out as sorted runs, one per partition
-RUN_READ_ROWS = 256  # rows per row group of a run: what the merge holds of each run at once
 SPILL_SCHEMA_EXTRA = [pa.field("status", pa.string())]  # a row's own terminal status, for the ledger
 
 
@@ -75,9 +73,7 @@ class SpillInputFile(beam.DoFn):
     def spill(self, held: dict[int, list[dict]], number: int, run: int) -> Iterable[tuple[int, str]]:
         for partition, rows in sorted(held.items()):
             path = self.spill_dir / f"{partition:05d}-{number:06d}-{run:06d}.parquet"
-            table = pa.Table.from_pylist(sorted(rows, key=document_order), schema=self.schema)
-            write_parquet_atomic(table, path, row_group_size=RUN_READ_ROWS)  # the merge reads a row group per run
-            yield partition, str(path)
+            yield partition, write_run(rows, document_order, self.schema, path)
 
     def screen(self, row: dict) -> None:
         verdict = self.url_filter.check(row["url"])
@@ -125,8 +121,7 @@ class MergePartition(beam.DoFn):
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterable[int]:
         partition, runs = element
-        merged = heapq.merge(*(iter_part_rows(Path(path), RUN_READ_ROWS) for path in sorted(runs)),
-                            key=document_order)
+        merged = merge_runs(runs, document_order)
         write_part(self.paths, part_name("", partition, self.total), self.schema, INVALID,
                    batched(unique_ids(merged), 1024))
         yield partition

@@ -6,7 +6,6 @@ from a k-way merge of its runs, a shard at a time: no worker holds more than a s
 
 from __future__ import annotations
 
-import heapq
 import shutil
 from collections.abc import Iterable
 from itertools import chain
@@ -29,15 +28,15 @@ from datafactory.pipelines.common import (
     added_names,
     collect,
     decision_counts,
+    each_part,
     fill_empty_partitions,
     iter_kept_batches,
-    iter_part_rows,
+    merge_runs,
     only,
     partition_of,
     run_beam,
     run_stage,
-    spread,
-    write_parquet_atomic,
+    write_run,
 )
 from datafactory.pipelines.quality import base_language
 from datafactory.pipelines.tokenizer import TokenizerInfo, load_info
@@ -111,9 +110,7 @@ class EncodePart(beam.DoFn):
     def spill(self, held: dict[StreamKey, list[dict]], part: str, run: int) -> Iterable[tuple[StreamKey, str]]:
         for key, docs in sorted(held.items()):
             path = self.spill_dir / f"{xxhash.xxh64_hexdigest(repr(key).encode())}-{part}-{run:05d}.parquet"
-            write_parquet_atomic(pa.Table.from_pylist(sorted(docs, key=self.order), schema=RUN_SCHEMA), path,
-                                 row_group_size=256)
-            yield key, str(path)
+            yield key, write_run(docs, self.order, RUN_SCHEMA, path)
 
 
 def rows_of(flat: np.ndarray, starts: list[int], width: int, pad: int) -> ShardRows:
@@ -192,7 +189,7 @@ class PackStream(beam.DoFn):
         schema = shard_schema(self.tokenize.seq_len, dtype, metadata)
         packer = Packer(self.tokenize.seq_len + 1, self.tokenize.rows_per_shard, self.tokenizer.bos_id,
                         self.tokenizer.eos_id, self.tokenizer.pad_id)
-        docs = heapq.merge(*(iter_part_rows(Path(path), 256) for path in sorted(runs)), key=stream_order(self.config))
+        docs = merge_runs(runs, stream_order(self.config))
         blocks = (block for doc in docs for block in packer.add(doc, np.frombuffer(doc["ids"], dtype=dtype)))
         for shard_no, (rows, members) in enumerate(chain(blocks, packer.finish())):
             block = ShardRows(rows.tokens.astype(dtype), rows.doc_starts, rows.valid_len)
@@ -227,9 +224,8 @@ def run(job: StageRun) -> StageResult:
 
     def build(pipeline: beam.Pipeline) -> None:
         tokenizer = load_info(build_dir)
-        files = [str(path) for path in previous.parts()]
         packed = (
-            spread(pipeline | "Parts" >> beam.Create(files), len(files), config.runner, "Parts")
+            each_part(pipeline, previous, config.runner)
             | "Encode" >> beam.ParDo(EncodePart(str(build_dir / tokenizer.path), config, spill_dir))
             | "GroupStream" >> beam.GroupByKey()
             | "Pack" >> beam.ParDo(PackStream(build_dir, config, tokenizer))
