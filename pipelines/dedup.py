@@ -287,8 +287,11 @@ class ApplyDecisions(beam.PTransform):
             | "Clusters" >> beam.GroupByKey()
             | "ClusterInfo" >> beam.FlatMap(cluster_info, config.survivor)
         )
-        tagged = [info | "TagInfo" >> beam.MapTuple(lambda doc_id, value: ("info", doc_id, value)),
-                  labels.pipeline | "EveryPartition" >> beam.Create([("partition", index, None)
+        def by_partition(kind: str):
+            return lambda doc_id, value: (partition_of(doc_id, total), (kind, doc_id, value))
+
+        tagged = [info | "InfoByPartition" >> beam.MapTuple(by_partition("info")),
+                  labels.pipeline | "EveryPartition" >> beam.Create([(index, ("partition", None, None))
                                                                       for index in range(total)])]
         paragraphs = config.paragraphs
         if paragraphs.enabled:
@@ -299,13 +302,11 @@ class ApplyDecisions(beam.PTransform):
                 | "SurvivorUnits" >> beam.FlatMap(survivor_units)
                 | "GroupUnits" >> beam.GroupByKey()
                 | "FrequentUnits" >> beam.FlatMap(frequent_units, paragraphs.min_documents)
-                | "TagStrip" >> beam.MapTuple(lambda doc_id, key: ("strip", doc_id, key))
+                | "StripByPartition" >> beam.MapTuple(by_partition("strip"))
             )
         return (
             tuple(tagged)
             | "AllDecisions" >> beam.Flatten()
-            | "ByPartition" >> beam.Map(lambda item: (item[1] if item[0] == "partition"
-                                                      else partition_of(item[1], total), item))
             | "GroupPartition" >> beam.GroupByKey()
             | "WriteParts" >> beam.ParDo(self.writer)
         )
