@@ -76,17 +76,20 @@ def wait_healthy(url: str, alive: Callable[[], bool], log_path: Path | None, tim
 
 
 def stop(process: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGTERM the server's process group (uvicorn and its services), then SIGKILL what is left."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
+    """Stop a server this process started (and reap it)."""
+    stop_group(process.pid, lambda: process.poll() is None, grace)
+
+
+def stop_group(pid: int, alive: Callable[[], bool], grace: float = 20.0) -> None:
+    """SIGTERM a server's process group (uvicorn and its services), then SIGKILL what is left after ``grace``."""
+    for sent in (signal.SIGTERM, signal.SIGKILL):
+        if not alive():
+            return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            os.killpg(pid, sent)
+        deadline = time.monotonic() + grace
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -203,12 +206,5 @@ def stop_background_server(home: Path | None = None, grace: float = 20.0) -> Bac
         (home / BACKGROUND_STATE).unlink(missing_ok=True)
         if running is None:
             return None
-        for sent in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(running.pid, sent)
-            deadline = time.monotonic() + grace
-            while pid_alive(running.pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if not pid_alive(running.pid):
-                break
+        stop_group(running.pid, lambda: pid_alive(running.pid), grace)
         return running
