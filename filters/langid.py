@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from functools import cache
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,16 +138,12 @@ class SecondOpinion:
 LINGUA_ALIASES = {"no": "nb"}  # lid.176's Norwegian macrolanguage is lingua's Bokmål
 
 
+@cache
 def _lingua_codes() -> frozenset[str]:
-    global _LINGUA_CODES
-    if _LINGUA_CODES is None:
-        from lingua import IsoCode639_1
+    """The ISO 639-1 codes lingua has models for (imported on first need: most texts never ask lingua)."""
+    from lingua import IsoCode639_1
 
-        _LINGUA_CODES = frozenset(name for name in dir(IsoCode639_1) if name.isupper() and len(name) == 2)
-    return _LINGUA_CODES
-
-
-_LINGUA_CODES: frozenset[str] | None = None
+    return frozenset(name for name in dir(IsoCode639_1) if name.isupper() and len(name) == 2)
 
 
 class LanguageIdentifier:
