@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from functools import cache
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
