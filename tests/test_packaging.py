@@ -23,10 +23,12 @@ for name in names:
     module = importlib.import_module(name)
     assert root in pathlib.Path(module.__file__).parents, (name, module.__file__)
 from datafactory.factory.manifest import manifest_schema
-from datafactory.filters.quality import bootstrap_examples
+from datafactory.filters.quality_train import load_scorer
+from datafactory.filters.quality_default import DEFAULT_MODEL
 from datafactory.app.demo import base_documents
 from datafactory.mixtures.policy import load_policy
-assert manifest_schema()["title"] and len(bootstrap_examples()) > 100 and base_documents()["zh"]
+assert manifest_schema()["title"] and base_documents()["zh"]
+assert root in DEFAULT_MODEL.parents and 0 <= load_scorer(DEFAULT_MODEL).score(["A sentence."])[0] <= 1
 print(len(names))
 """
 

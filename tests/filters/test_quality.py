@@ -88,11 +88,16 @@ def test_classifier_on_real_labels(quality_labelled: list[dict], tmp_path: Path)
     assert auc >= 0.9
 
 
-def test_bootstrap_classifier_on_real_labels(quality_labelled: list[dict], tmp_path: Path) -> None:
-    """The classifier a build falls back to, judged on real labelled documents rather than on the synthetic text it
-    was trained on: 0.84 overall when measured (English 0.95, Chinese 0.58: it knows little of Chinese web junk)."""
-    from datafactory.filters.quality import bootstrap_examples
+def test_default_model_on_dclm_pages(quality_labelled: list[dict]) -> None:
+    """The model a build uses when its config names none, on the honest test it never trained on: DCLM's
+    human-annotated web pages that pass the default heuristics (0.799 when it was built; see its model card)."""
+    from datafactory.factory.config import HeuristicsConfig
+    from datafactory.filters.heuristics import HeuristicFilter
+    from datafactory.filters.quality_default import DEFAULT_MODEL, HELD_OUT_SOURCE
+    from datafactory.filters.quality_train import load_scorer
 
-    model = train_classifier(bootstrap_examples(), tmp_path / "bootstrap.bin")
-    scores = QualityScorer(model).score([row["text"] for row in quality_labelled])
-    assert roc_auc_score([row["label"] == "hq" for row in quality_labelled], scores) >= 0.8
+    rules = HeuristicFilter(HeuristicsConfig())
+    pages = [row for row in quality_labelled
+             if row["source"] == HELD_OUT_SOURCE and rules.evaluate(row["text"], "en").keep]
+    scores = load_scorer(DEFAULT_MODEL).score([row["text"] for row in pages])
+    assert roc_auc_score([row["label"] == "hq" for row in pages], scores) >= 0.79

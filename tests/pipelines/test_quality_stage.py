@@ -37,3 +37,17 @@ def test_models_digest_follows_files_and_weights(specs, tmp_path):
     digest = models_digest(specs)
     assert models_digest(specs) == digest
     assert models_digest([specs[0], specs[1].model_copy(update={"weight": 1.0})]) != digest
+
+
+def test_a_combiner_shows_its_inputs_beside_its_score():
+    """The built-in default model reads the row's stored signals; its inner scores land in quality_scores too."""
+    from datafactory.filters.quality_default import DEFAULT_MODEL, DEFAULT_NAME
+
+    spec = ScorerSpec(model=str(DEFAULT_MODEL), name=DEFAULT_NAME, kind="combiner")
+    dofn = ScoreQuality([spec], QualityConfig())
+    dofn.setup()
+    (row,) = dofn.annotate([{"text": "Researchers spent two years studying medieval trade routes.",
+                             "signals": [("stop_words", 4.0), ("n_words", 8.0)]}])
+    each = dict(row["quality_scores"])
+    assert set(each) == {"default", "default.fasttext", "default.lm_ratio"}
+    assert row["quality_score"] == pytest.approx(each["default"], rel=1e-6)
