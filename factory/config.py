@@ -302,7 +302,8 @@ class ScorerSpec(Strict):
 
     model: str
     name: str | None = Field(None, description="column name in quality_scores; default: the model's file stem")
-    kind: Literal["fasttext", "lm_ratio", "combiner"] | None = Field(None, description="default: from the model's sidecar")
+    kind: Literal["fasttext", "lm_ratio", "combiner"] | None = Field(
+        None, description="default: from the model's sidecar")
     weight: float = Field(1.0, gt=0)
 
     @property
