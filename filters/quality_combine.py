@@ -68,7 +68,7 @@ def measure_signals(texts: Sequence[str]) -> list[dict[str, float]]:
 
 
 def _out_of_fold_scores(examples: list[tuple[str, str]], kind: str, seed: int, work: Path, fit: FitInner,
-                        load: LoadInner) -> np.ndarray:
+                        load: LoadInner, compact: bool) -> np.ndarray:
     folds = np.array([xxhash.xxh32_intdigest(text.encode(), seed=seed) % FOLDS for text, _ in examples])
     scores = np.zeros(len(examples))
     for fold in range(FOLDS):
@@ -77,13 +77,15 @@ def _out_of_fold_scores(examples: list[tuple[str, str]], kind: str, seed: int, w
         if len(held) == 0 or len({label for _, label in train}) < 2:
             continue
         model = work / f"{kind}-{fold}"
-        fit(kind, train, model, seed, compact=True)
+        fit(kind, train, model, seed, compact=compact)
         scores[held] = load(model).score([examples[i][0] for i in held])
     return scores
 
 
-def fit_combiner(examples: list[tuple[str, str]], out: Path, seed: int, fit: FitInner, load: LoadInner) -> dict:
-    """Train the inner models and the combination at `out`; returns the sidecar facts (kind, feature weights)."""
+def fit_combiner(examples: list[tuple[str, str]], out: Path, seed: int, fit: FitInner, load: LoadInner,
+                 compact: bool = False) -> dict:
+    """Train the inner models and the combination at `out`; returns the sidecar facts (kind, feature weights).
+    `compact` inner models are small enough to ship with the package (the default model's)."""
     texts = [text for text, _ in examples]
     labels = np.array([label == HQ for _, label in examples])
     if labels.all() or not labels.any():
@@ -91,7 +93,8 @@ def fit_combiner(examples: list[tuple[str, str]], out: Path, seed: int, fit: Fit
     rows = measure_signals(texts)
     with tempfile.TemporaryDirectory(dir=out.parent) as work:
         for kind in INNER_KINDS:
-            for row, score in zip(rows, _out_of_fold_scores(examples, kind, seed, Path(work), fit, load), strict=True):
+            scores = _out_of_fold_scores(examples, kind, seed, Path(work), fit, load, compact)
+            for row, score in zip(rows, scores, strict=True):
                 row[kind] = float(score)
     features = sorted({name for row in rows for name in row})
     matrix = squash(np.array([[row.get(name, np.nan) for name in features] for row in rows], dtype=np.float64))
@@ -104,7 +107,7 @@ def fit_combiner(examples: list[tuple[str, str]], out: Path, seed: int, fit: Fit
     combination = Combination(features, mean.tolist(), scale.tolist(), regression.coef_[0].tolist(),
                               float(regression.intercept_[0]))
     for kind, path in zip(INNER_KINDS, inner_model_paths(out), strict=True):
-        fit(kind, examples, path, seed, compact=True)
+        fit(kind, examples, path, seed, compact=compact)
     write_text_atomic(out, json.dumps(asdict(combination), indent=1) + "\n")
     weights = dict(zip(features, (round(value, 4) for value in combination.coef), strict=True))
     return {"kind": "combiner", "weights": weights}

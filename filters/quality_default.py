@@ -160,7 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     examples, counts = default_examples(args.data)
     MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    sidecar = fit("combiner", examples, DEFAULT_MODEL, seed=0)
+    sidecar = fit("combiner", examples, DEFAULT_MODEL, seed=0, compact=True)
     sidecar |= {"data_sha256": data_digest(examples), "train": {"n": len(examples),
                                                                 "hq": sum(label == HQ for _, label in examples)}}
     sidecar |= dclm_metrics(args.data)

@@ -144,14 +144,14 @@ COMPACT_FASTTEXT = {"dim": 16, "min_count": 3, "bucket": 20_000}  # ~5 MB instea
 
 def fit(kind: str, examples: list[tuple[str, str]], out: Path, seed: int, compact: bool = False) -> dict:
     """Train one model of `kind` at `out` and write the sidecar that loading it needs; returns that sidecar.
-    `compact` trades a little of a fastText classifier's reach for a model small enough to ship (a combiner's)."""
+    `compact` trades a little of a fastText classifier's reach for a model small enough to ship."""
     if kind == "fasttext":
         train_classifier(examples, out, seed=seed, **(COMPACT_FASTTEXT if compact else {}))
         sidecar = {"kind": kind}
     elif kind == "lm_ratio":
         sidecar = {"kind": kind, "calibration": asdict(train_lm_ratio(examples, out))}
     elif kind == "combiner":
-        sidecar = fit_combiner(examples, out, seed, fit, load_scorer)
+        sidecar = fit_combiner(examples, out, seed, fit, load_scorer, compact)
     else:
         raise ValueError(f"unknown quality scorer kind {kind!r} (expected one of {KINDS})")
     write_sidecar(out, sidecar)
