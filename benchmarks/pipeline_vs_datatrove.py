@@ -169,7 +169,8 @@ def our_config(corpus: Path, tokenizer: Path) -> Path:
 
 def kernel_seconds(corpus: Path, tokenizer: Path) -> dict[str, float]:
     """CPU seconds of each bare kernel on one core, each on what it would see in the build: reading (JSON, text
-    cleaning, record checks), PII redaction, language ID, the rules, MinHash signatures, encoding."""
+    cleaning, record checks), PII redaction, language ID, the rules, MinHash signatures, the default quality model,
+    encoding."""
     import sentencepiece as spm
     from timing import pin_to_one_core
 
@@ -178,15 +179,18 @@ def kernel_seconds(corpus: Path, tokenizer: Path) -> dict[str, float]:
     from datafactory.filters.heuristics import HeuristicFilter
     from datafactory.filters.langid import LanguageIdentifier
     from datafactory.filters.pii import PiiRedactor
+    from datafactory.filters.quality_default import DEFAULT_MODEL
+    from datafactory.filters.quality_train import load_scorer
     from datafactory.pipelines.readers import RecordReader
 
     pin_to_one_core()
     ingest = IngestConfig()
     identifier, rules = LanguageIdentifier(LangidConfig()), HeuristicFilter(HeuristicsConfig())
     hasher, encoder = MinHasher(DedupConfig()), spm.SentencePieceProcessor(model_file=str(tokenizer))
-    redactor = PiiRedactor(ingest.pii)
+    redactor, quality = PiiRedactor(ingest.pii), load_scorer(DEFAULT_MODEL)
     identifier.predict(["load the model before timing"])
-    seconds = dict.fromkeys(("read", "pii", "langid", "rules", "minhash", "encode"), 0.0)
+    quality.score_with_signals(["load the models before timing"], [{}])
+    seconds = dict.fromkeys(("read", "pii", "langid", "rules", "minhash", "quality", "encode"), 0.0)
 
     def timed(name: str, work):
         began = time.process_time()
@@ -201,9 +205,12 @@ def kernel_seconds(corpus: Path, tokenizer: Path) -> dict[str, float]:
                                                       if row["keep"]])
             found = timed("langid", lambda texts=texts: identifier.predict(texts))
             english = [text for text, r in zip(texts, found, strict=True) if r.lang == "en" and r.score >= 0.65]
-            kept = timed("rules", lambda english=english: [t for t in english if rules.evaluate(t, "en").keep])
-            timed("minhash", lambda kept=kept: hasher.signatures(kept))
-            timed("encode", lambda kept=kept: encoder.encode(kept))
+            measured = timed("rules", lambda english=english: [(t, rules.measurement(t, "en")) for t in english])
+            kept = [(text, m.signals) for text, m in measured if rules.judge(m).keep]
+            texts = [text for text, _ in kept]
+            timed("minhash", lambda texts=texts: hasher.signatures(texts))
+            timed("quality", lambda kept=kept, texts=texts: quality.score_with_signals(texts, [s for _, s in kept]))
+            timed("encode", lambda texts=texts: encoder.encode(texts))
     return seconds
 
 
@@ -213,6 +220,7 @@ def main() -> None:
     parser.add_argument("--peer-python", type=Path, default=ROOT / ".venv-bench" / "bin" / "python")
     parser.add_argument("--peer", nargs=2, type=Path, metavar=("CORPUS", "WORK"), help=argparse.SUPPRESS)
     parser.add_argument("--skip-kernels", action="store_true", help="do not measure the kernel sum")
+    parser.add_argument("--kernels-only", action="store_true", help="measure the kernel sum only, no builds")
     from workspace import add_workspace_arguments, workspace
 
     add_workspace_arguments(parser)
@@ -222,36 +230,43 @@ def main() -> None:
         return
     from scale import load_records, write_corpus
 
-    peer = [str(args.peer_python), __file__, "--peer"]
     with workspace(args.keep) as root:
-        corpus, work = root / "input", root / "datatrove"
-        work.mkdir(exist_ok=True)
+        corpus = root / "input"
         megabytes = write_corpus(load_records(args.data), corpus, args.size) / 1e6
         our_tokenizer = root / "tokenizer.model"
         train_our_tokenizer(corpus, our_tokenizer)
-        subprocess.run([*peer, str(corpus), str(work)], check=True)  # trains datatrove's tokenizer, not timed
-        print(subprocess.run([sys.executable, "-m", "datafactory.app.cli", "server", "start"],
-                             capture_output=True, text=True).stdout.strip(), flush=True)
-        config = our_config(corpus, our_tokenizer)
-        ours = timed_tree([sys.executable, "-m", "datafactory.app.cli", "build", str(config), "--out",
-                           str(root / "build")])
-        theirs = timed_tree([*peer, str(corpus), str(work)])
-        from scale import stage_seconds
-
-        print(f"ours: {stage_seconds(ours[2])}")
-        print("datatrove: " + "; ".join(line.removeprefix("datatrove ") for line in theirs[2].splitlines()
-                                        if line.startswith("datatrove ")))
-        print(f"\ninput: {megabytes:.1f} MB in {TASKS} files; {os.cpu_count()} cores; load {os.getloadavg()}")
-        print("| pipeline | wall s | MB/s | peak tree RSS GiB |\n| --- | --- | --- | --- |")
-        for name, (wall, peak, _) in (("datafactory build", ours), ("datatrove", theirs)):
-            print(f"| {name} | {wall:.1f} | {megabytes / wall:.2f} | {peak / 2**30:.2f} |")
-        print(f"ours / datatrove speed: {theirs[0] / ours[0]:.2f}x")
+        print(f"input: {megabytes:.1f} MB in {TASKS} files; {os.cpu_count()} cores; load {os.getloadavg()}")
+        our_wall = None if args.kernels_only else compare(root, our_tokenizer, megabytes, args.peer_python)
         if not args.skip_kernels:
             kernels = kernel_seconds(corpus, our_tokenizer)
             total = sum(kernels.values())
             parts = ", ".join(f"{name} {value:.1f}" for name, value in kernels.items())
-            print(f"kernel sum, one core: {total:.1f} s ({parts}); ideal on 2 cores {total / 2:.1f} s; "
-                  f"build speed / kernel-sum speed on 2 cores: {total / 2 / ours[0]:.2f}")
+            print(f"kernel sum, one core: {total:.1f} s ({parts}); ideal on 2 cores {total / 2:.1f} s")
+            if our_wall:
+                print(f"build speed / kernel-sum speed on 2 cores: {total / 2 / our_wall:.2f}")
+
+
+def compare(root: Path, our_tokenizer: Path, megabytes: float, peer_python: Path) -> float:
+    """Runs our build, then datatrove's pipeline, on `root/input`; prints the table; returns our wall seconds."""
+    from scale import stage_seconds
+
+    corpus, work = root / "input", root / "datatrove"
+    work.mkdir(exist_ok=True)
+    peer = [str(peer_python), __file__, "--peer", str(corpus), str(work)]
+    subprocess.run(peer, check=True)  # trains datatrove's tokenizer, not timed
+    print(subprocess.run([sys.executable, "-m", "datafactory.app.cli", "server", "start"],
+                         capture_output=True, text=True).stdout.strip(), flush=True)
+    config = our_config(corpus, our_tokenizer)
+    ours = timed_tree([sys.executable, "-m", "datafactory.app.cli", "build", str(config), "--out", str(root / "build")])
+    theirs = timed_tree(peer)
+    print(f"ours: {stage_seconds(ours[2])}")
+    print("datatrove: " + "; ".join(line.removeprefix("datatrove ") for line in theirs[2].splitlines()
+                                    if line.startswith("datatrove ")))
+    print("| pipeline | wall s | MB/s | peak tree RSS GiB |\n| --- | --- | --- | --- |")
+    for name, (wall, peak, _) in (("datafactory build", ours), ("datatrove", theirs)):
+        print(f"| {name} | {wall:.1f} | {megabytes / wall:.2f} | {peak / 2**30:.2f} |")
+    print(f"ours / datatrove speed: {theirs[0] / ours[0]:.2f}x")
+    return ours[0]
 
 
 if __name__ == "__main__":
