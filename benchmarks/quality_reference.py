@@ -7,7 +7,7 @@ Inputs of one build (default config otherwise, in process): `wiki` = the English
 `quality_labelled.jsonl` (the reference source), `web` = `web_sample.jsonl.gz`, `dclm` = the DCLM human-annotated
 documents (hq/lq). The build trains `models/quality-reference.bin` on wiki vs a sample of web + dclm documents that
 reach the quality stage; the table gives its own held-out metrics (MODEL.json) and the ROC-AUC of `quality_score`
-against the human labels on the DCLM documents that reach the stage, beside the bootstrap classifier's.
+against the human labels on the DCLM documents that reach the stage, beside the built-in default model's.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
     with workspace(args.keep) as root:
         folder = root / "input"
         labels = write_inputs(args.data, folder)
-        runs = {"bootstrap classifier (default)": build(folder, root / "bootstrap", {}),
+        runs = {"built-in default model": build(folder, root / "default", {}),
                 "reference: wiki vs the build's own documents": build(folder, root / "reference",
                                                                        {"reference": {"sources": ["wiki"]}})}
         sidecar = json.loads(sidecar_path(reference_model_path(root / "reference")).read_text())

@@ -325,7 +325,7 @@ class ReferenceConfig(Strict):
 
 class QualityConfig(Strict):
     reference: ReferenceConfig | None = Field(None, description="train the build's own classifier (DCLM recipe)")
-    model: str | None = Field(None, description="fastText classifier (.bin); default: trained on built-in labels")
+    model: str | None = Field(None, description="fastText classifier (.bin); default: the built-in model")
     scorers: list[ScorerSpec] = Field(
         default_factory=list, description="more scorers; quality_score is the weighted mean of all of them"
     )

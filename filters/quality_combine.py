@@ -12,10 +12,12 @@ import json
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import xxhash
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -30,7 +32,7 @@ FOLDS = 5
 REGULARISATION = 3.0  # scikit-learn's C (inverse L2 strength) on standardised features; chosen on held-out web pages
 
 FitInner = Callable[..., dict]  # quality_train.fit
-LoadInner = Callable[[str | Path], Scorer]  # quality_train.load_scorer
+LoadInner = Callable[[str | Path, str], Scorer]  # quality_train.load_scorer
 
 
 @dataclass(frozen=True)
@@ -44,33 +46,40 @@ class Combination:
     intercept: float
 
     def scores(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
-        matrix = np.array([[row.get(name, np.nan) for name in self.features] for row in rows], dtype=np.float64)
-        standard = (squash(matrix) - np.array(self.mean)) / np.array(self.scale)
-        logits = np.nan_to_num(standard, nan=0.0) @ np.array(self.coef) + self.intercept
-        return 1.0 / (1.0 + np.exp(-logits))
+        standard = (feature_matrix(rows, self.features) - np.array(self.mean)) / np.array(self.scale)
+        return expit(np.nan_to_num(standard, nan=0.0) @ np.array(self.coef) + self.intercept)
 
 
-def squash(values: np.ndarray) -> np.ndarray:
-    """sign(x) * log1p(|x|): counts and ratios on one scale, so a 100,000-word page does not dominate the fit."""
-    return np.sign(values) * np.log1p(np.abs(values))
+def feature_matrix(rows: Sequence[Mapping[str, float]], features: list[str]) -> np.ndarray:
+    """rows x features, each value squashed: sign(x) * log1p(|x|), so counts and ratios share a scale and a
+    100,000-word page does not dominate the fit. A feature a row lacks, or an infinite one, is NaN."""
+    matrix = np.array([[row.get(name, np.nan) for name in features] for row in rows], dtype=np.float64)
+    matrix = matrix.reshape(len(rows), len(features))
+    matrix[~np.isfinite(matrix)] = np.nan
+    return np.sign(matrix) * np.log1p(np.abs(matrix))
 
 
 def inner_model_paths(model_path: str | Path) -> list[Path]:
     return [Path(f"{model_path}.{kind}") for kind in INNER_KINDS]
 
 
+@lru_cache(maxsize=1)
+def _default_measurers() -> tuple[LanguageIdentifier, HeuristicFilter]:
+    return LanguageIdentifier(LangidConfig()), HeuristicFilter(HeuristicsConfig())
+
+
 def measure_signals(texts: Sequence[str]) -> list[dict[str, float]]:
     """Each text's heuristic signals under the default rule sets, in the language fastText gives it: what the
     signals stage stores for a document of a default build."""
-    langs = LanguageIdentifier(LangidConfig()).predict(list(texts))
-    rules = HeuristicFilter(HeuristicsConfig())
+    identifier, rules = _default_measurers()
+    langs = identifier.predict(list(texts))
     return [dict(rules.measurement(text, found.lang).signals) for text, found in zip(texts, langs, strict=True)]
 
 
 def _out_of_fold_scores(examples: list[tuple[str, str]], kind: str, seed: int, work: Path, fit: FitInner,
                         load: LoadInner, compact: bool) -> np.ndarray:
     folds = np.array([xxhash.xxh32_intdigest(text.encode(), seed=seed) % FOLDS for text, _ in examples])
-    scores = np.zeros(len(examples))
+    scores = np.full(len(examples), np.nan)  # a fold left untrained: its documents get the feature's mean
     for fold in range(FOLDS):
         held = np.flatnonzero(folds == fold)
         train = [example for example, f in zip(examples, folds, strict=True) if f != fold]
@@ -78,7 +87,7 @@ def _out_of_fold_scores(examples: list[tuple[str, str]], kind: str, seed: int, w
             continue
         model = work / f"{kind}-{fold}"
         fit(kind, train, model, seed, compact=compact)
-        scores[held] = load(model).score([examples[i][0] for i in held])
+        scores[held] = load(model, kind).score([examples[i][0] for i in held])
     return scores
 
 
@@ -91,13 +100,14 @@ def fit_combiner(examples: list[tuple[str, str]], out: Path, seed: int, fit: Fit
     if labels.all() or not labels.any():
         raise ValueError("a combiner needs both hq and lq examples")
     rows = measure_signals(texts)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as work:
         for kind in INNER_KINDS:
             scores = _out_of_fold_scores(examples, kind, seed, Path(work), fit, load, compact)
             for row, score in zip(rows, scores, strict=True):
                 row[kind] = float(score)
     features = sorted({name for row in rows for name in row})
-    matrix = squash(np.array([[row.get(name, np.nan) for name in features] for row in rows], dtype=np.float64))
+    matrix = feature_matrix(rows, features)
     mean = np.nanmean(matrix, axis=0)
     matrix = np.where(np.isnan(matrix), mean, matrix)
     scale = StandardScaler().fit(matrix).scale_
@@ -119,7 +129,8 @@ class CombinedScorer:
 
     def __init__(self, model_path: str | Path, load: LoadInner) -> None:
         self.combination = Combination(**json.loads(Path(model_path).read_text(encoding="utf-8")))
-        self.inner = {kind: load(path) for kind, path in zip(INNER_KINDS, inner_model_paths(model_path), strict=True)}
+        paths = inner_model_paths(model_path)
+        self.inner = {kind: load(path, kind) for kind, path in zip(INNER_KINDS, paths, strict=True)}
 
     def score(self, texts: list[str]) -> list[float]:
         return self.score_with_signals(texts, measure_signals(texts))[0]

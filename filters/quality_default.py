@@ -9,14 +9,13 @@ DCLM's human-annotated web pages never enter its training data: they are the hon
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from datafactory.factory.atomic import write_text_atomic
 from datafactory.filters.quality import HQ, LQ
-from datafactory.filters.quality_train import data_digest, evaluate, fit, load_scorer, write_sidecar
+from datafactory.filters.quality_train import data_digest, evaluate, fit, load_scorer, open_text, write_sidecar
 
 MODEL_DIR = Path(__file__).parent / "data" / "quality-default"
 DEFAULT_MODEL = MODEL_DIR / "quality-default.combiner"
@@ -26,10 +25,10 @@ HELD_OUT_SOURCE = "dclm-human-annotation"
 
 @dataclass(frozen=True)
 class Source:
-    """One training source: its file under the data folder, its label (None: the record's own), its licence."""
+    """One training source: its file under the data folder, the label of all its records, its licence."""
 
     file: str
-    label: str | None
+    label: str
     licence: str
     cap: int | None = None  # records beyond this are left out (sampled by a hash of the id), so no source dominates
 
@@ -67,8 +66,7 @@ SOURCES: dict[str, Source] = {
 
 
 def _records(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
+    with open_text(path) as lines:
         return [json.loads(line) for line in lines if line.strip()]
 
 
@@ -82,7 +80,7 @@ def default_examples(data: Path) -> tuple[list[tuple[str, str]], dict[str, dict[
         chosen = sorted((r for r in files[source.file] if r["source"] == name and r["text"] not in held_out),
                         key=lambda record: record["id"])[: source.cap]
         for record in chosen:
-            label = source.label or record["label"]
+            label = source.label
             examples.append((record["text"], label))
             counts.setdefault(name, {HQ: 0, LQ: 0})[label] += 1
     return examples, counts

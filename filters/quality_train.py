@@ -34,7 +34,7 @@ class LabelledDataError(ValueError):
     """A labelled-data file that cannot be used, with the file and line at fault."""
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8")
     if path.suffix in (".zst", ".zstd"):
@@ -47,7 +47,7 @@ def read_labelled(path: str | Path, label: str | None = None, text_field: str = 
     path = Path(path)
     if not path.is_file():
         raise LabelledDataError(f"labelled data not found: {path}")
-    with _open_text(path) as lines:
+    with open_text(path) as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue

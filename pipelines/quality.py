@@ -1,4 +1,5 @@
-"""Quality stage: a fastText classifier scores every surviving document; per-language quantiles cut buckets."""
+"""Quality stage: the configured scorers (else the built-in default model) score every surviving document;
+per-language quantiles cut buckets."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from datafactory.factory.shards import sha256_file
 from datafactory.filters.quality import HQ, LQ, Scorer, bucket_for
 from datafactory.filters.quality_combine import CombinedScorer
 from datafactory.filters.quality_default import DEFAULT_MODEL, DEFAULT_NAME
-from datafactory.filters.quality_train import companion_paths, load_scorer, sidecar_path, train_quality_model
+from datafactory.filters.quality_train import companion_paths, load_scorer, train_quality_model
 from datafactory.pipelines.common import (
     AnnotateBatch,
     MapParts,
@@ -260,6 +261,6 @@ def run(job: StageRun) -> StageResult:
 
     def outputs() -> list[Path]:
         trained = [] if config.quality.reference is None else [reference_model_path(build_dir)]
-        return [cuts_path, *trained, *(sidecar_path(path) for path in trained)]
+        return [cuts_path, *trained, *(path for model in trained for path in companion_paths(model) if path.exists())]
 
     return run_stage(job, body, outputs)

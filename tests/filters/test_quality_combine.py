@@ -25,7 +25,7 @@ def test_combination_standardises_squashes_and_ignores_missing_features() -> Non
 
 @pytest.fixture(scope="module")
 def combiner(tmp_path_factory):
-    out = tmp_path_factory.mktemp("combiner") / "q.combiner"
+    out = tmp_path_factory.mktemp("combiner") / "not-yet" / "q.combiner"  # its folder is made, as a build's models/
     sidecar = train_quality_model(synthetic_examples(60), out, "combiner")
     return out, sidecar
 
@@ -38,6 +38,12 @@ def test_trained_combiner_weighs_signals_and_inner_scores(combiner) -> None:
     assert set(inner_model_paths(out)) <= set(companion_paths(out))
     good, spam = load_scorer(out).score([GOOD, SPAM[0]])
     assert good > 0.5 > spam
+    assert load_scorer(out).score([]) == []
+
+
+def test_infinite_or_missing_signals_score_like_unknown_ones() -> None:
+    combination = Combination(features=["a", "b"], mean=[0.0, 0.0], scale=[1.0, 1.0], coef=[2.0, -2.0], intercept=0.0)
+    assert combination.scores([{"a": float("inf"), "b": float("-inf")}, {}]).tolist() == [0.5, 0.5]
 
 
 def test_stored_signals_are_what_the_combiner_reads(combiner) -> None:

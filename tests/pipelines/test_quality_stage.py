@@ -51,3 +51,16 @@ def test_a_combiner_shows_its_inputs_beside_its_score():
     each = dict(row["quality_scores"])
     assert set(each) == {"default", "default.fasttext", "default.lm_ratio"}
     assert row["quality_score"] == pytest.approx(each["default"], rel=1e-6)
+
+
+def test_models_digest_follows_a_combiners_inner_models(tmp_path):
+    from datafactory.filters.quality_combine import inner_model_paths
+
+    model = tmp_path / "q.combiner"
+    model.write_text("{}")
+    for path in inner_model_paths(model):
+        path.write_bytes(b"inner")
+    spec = ScorerSpec(model=str(model), kind="combiner")
+    before = models_digest([spec])
+    inner_model_paths(model)[1].write_bytes(b"retrained")
+    assert models_digest([spec]) != before
