@@ -333,13 +333,14 @@ class QualityConfig(Strict):
     bottom_fraction: float = Field(0.3, gt=0, lt=1, description="share of each language in the 'low' bucket")
     min_score: float = Field(0.0, ge=0, le=1, description="documents scoring below are dropped")
 
-    @field_validator("scorers")
-    @classmethod
-    def _unique_names(cls, scorers: list[ScorerSpec]) -> list[ScorerSpec]:
-        names = [spec.label for spec in scorers]
+    @model_validator(mode="after")
+    def _unique_names(self) -> QualityConfig:
+        """Every score in `quality_scores` keeps its own name: the model's stem, each scorer's, `reference`."""
+        names = ([Path(self.model).stem] if self.model else []) + [spec.label for spec in self.scorers]
+        names += ["reference"] if self.reference else []
         if len(set(names)) != len(names):
             raise ValueError(f"scorer names must be unique, got {names}; set `name:` on each")
-        return scorers
+        return self
 
 
 class TokenizerConfig(Strict):
