@@ -4,6 +4,7 @@ per-language quantiles cut buckets."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,12 +15,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from datafactory.factory.config import BuildConfig, ConfigError, QualityConfig, ReferenceConfig, ScorerSpec
+from datafactory.factory.config import (
+    BuildConfig,
+    ConfigError,
+    HeuristicsConfig,
+    QualityConfig,
+    ReferenceConfig,
+    ScorerSpec,
+)
 from datafactory.factory.shards import sha256_file
 from datafactory.filters.quality import HQ, LQ, Scorer, bucket_for
 from datafactory.filters.quality_combine import CombinedScorer
 from datafactory.filters.quality_default import DEFAULT_MODEL, DEFAULT_NAME
-from datafactory.filters.quality_train import companion_paths, load_scorer, train_quality_model
+from datafactory.filters.quality_train import companion_paths, load_scorer, read_sidecar, train_quality_model
 from datafactory.pipelines.common import (
     AnnotateBatch,
     MapParts,
@@ -36,6 +44,8 @@ from datafactory.pipelines.common import (
     run_stage,
     write_parquet_atomic,
 )
+
+log = logging.getLogger(__name__)
 
 FIELDS = [
     pa.field("quality_score", pa.float32()),  # the weighted mean of every scorer's P(hq)
@@ -237,9 +247,19 @@ class BucketPart(beam.DoFn):
         return []
 
 
+def warn_if_signals_differ(config: BuildConfig, specs: list[ScorerSpec]) -> None:
+    """A combiner learnt its weights on signals measured with the default heuristics settings; a build that measures
+    differently (other rule sets, word splitting, stop words, C4 line removal) feeds it other values, or none."""
+    combiners = [spec.label for spec in specs if (spec.kind or read_sidecar(spec.model).get("kind")) == "combiner"]
+    if combiners and config.heuristics.measuring_settings() != HeuristicsConfig().measuring_settings():
+        log.warning("quality: %s read signals measured with non-default heuristics settings; its weights were "
+                    "learnt on the defaults (missing signals count as average)", ", ".join(combiners))
+
+
 def run(job: StageRun) -> StageResult:
     config, build_dir, paths, previous = job.config, job.build_dir, job.paths, job.previous
     specs = scorer_specs(config, build_dir)
+    warn_if_signals_differ(config, specs)
     schema = output_schema(previous, FIELDS)
     total, quality = config.num_partitions, config.quality
     cuts_path = paths.stage_dir / CUTS_FILE
