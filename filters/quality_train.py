@@ -113,6 +113,13 @@ def companion_paths(model_path: str | Path) -> list[Path]:
     return own + [path for paths in inner for path in paths]
 
 
+def missing_inner_model(model_path: str | Path, kind: str | None) -> Path | None:
+    """The first inner model a combiner lacks beside it, if any (None for every other kind)."""
+    if Path(model_path).is_file() and (kind or read_sidecar(model_path).get("kind")) == "combiner":
+        return next((path for path in inner_model_paths(model_path) if not path.is_file()), None)
+    return None
+
+
 def sidecar_path(model_path: str | Path) -> Path:
     return Path(f"{model_path}{SIDECAR_SUFFIX}")
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from datafactory.factory.config import BuildConfig, ConfigError
 from datafactory.factory.markers import outputs_digest
 from datafactory.filters.heuristics import HeuristicFilter
+from datafactory.filters.quality_train import missing_inner_model
 from datafactory.pipelines.inputs import input_bytes, named_files_digest, resolve_inputs
 
 if TYPE_CHECKING:  # the stage modules (Beam, numba, fastText) load when a stage runs, not when the list is read
@@ -133,13 +134,17 @@ def settle_runner(config: BuildConfig, files: list[tuple[str, int]]) -> BuildCon
 
 def preflight(config: BuildConfig, origin: str = "config") -> BuildConfig:
     """What a build checks before any stage runs, so a user's mistake is one located line, not a failed worker: the
-    inputs, every file the config names, heuristics rule names. Returns the config to build with: its running mode
-    settled once from the inputs found here, so no stage globs them again for it."""
+    inputs, every file the config names, heuristics rule names, a combiner's inner models. Returns the config to
+    build with: its running mode settled once from the inputs found here, so no stage globs them again for it."""
     files = resolve_inputs(config)
     try:
         HeuristicFilter(config.heuristics)
     except ValueError as err:
         raise ConfigError(f"invalid config {origin}:\n  {err}") from None
+    for spec in config.quality.scorers:
+        if missing := missing_inner_model(config.resolve_path(spec.model), spec.kind):
+            raise ConfigError(f"invalid config {origin}:\n  quality.scorers ({spec.label}): the combiner "
+                              f"{spec.model} lacks its inner model {missing}")
     return settle_runner(config, files)
 
 

@@ -157,6 +157,17 @@ def test_missing_inputs_fail_before_any_work(tmp_path, text, message):
     assert not (tmp_path / "build").exists()
 
 
+def test_a_combiner_without_its_inner_models_fails_before_any_work(tmp_path):
+    from datafactory.pipelines.registry import preflight
+
+    (tmp_path / "docs.jsonl").write_text('{"id": "a", "text": "some text"}\n')
+    (tmp_path / "q.combiner").write_text("{}")
+    config = load_config(write_config(tmp_path, "inputs: [{path: docs.jsonl, source: web}]\n"
+                                                "quality: {scorers: [{model: q.combiner, kind: combiner}]}\n"))
+    with pytest.raises(ConfigError, match=r"quality\.scorers \(q\): the combiner .* lacks its inner model .*fasttext"):
+        preflight(config, "build.yaml")
+
+
 def test_config_paths_resolve_against_the_config_file(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "lid.bin").write_bytes(b"model")
