@@ -103,9 +103,7 @@ def run_build(config_path: Path, out: Path) -> None:
         preflight(config, str(config_path))
     except ConfigError as err:
         fail(str(err))
-    from datafactory.pipelines.quality import uses_default
-
-    if uses_default(config):
+    if config.quality.uses_default_model:
         from datafactory.filters.quality_default import MODEL_DIR
 
         console.print(f"quality: the built-in default model (card: {MODEL_DIR / 'MODEL_CARD.md'})")

@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -122,28 +121,11 @@ def peer_main(corpus: Path, work: Path) -> None:
 
 
 def timed_tree(command: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak summed RSS of the command's process tree (sampled every 0.2 s) and its output."""
-    import psutil
-    from scale import tree_rss
+    """Wall seconds, peak summed RSS of the command's process tree and its output."""
+    from scale import run_watched
 
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    watched, peak, done = psutil.Process(process.pid), [0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], tree_rss(watched))
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output = process.stdout.read()
-    process.wait()
-    done.set()
-    sampler.join()
-    if process.returncode:
-        raise SystemExit(f"{command[:3]} failed:\n{output[-3000:]}")
-    return time.perf_counter() - start, peak[0], output
+    wall, peaks, output = run_watched(command)
+    return wall, max(peaks.values()), output
 
 
 def train_our_tokenizer(corpus: Path, out: Path) -> None:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -81,23 +82,20 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_build(config: Path, out: Path, also: tuple[psutil.Process, ...] = ()) -> tuple[float, dict[str, int], str]:
-    """Wall seconds, the peak summed RSS of the process tree (sampled every 0.2 s; plus the trees of ``also``, e.g.
-    cluster workers) while each stage ran (the stage running is the first one whose progress line has not been
-    printed; "after" is the catalog and report), and the build's output."""
+def run_watched(command: list[str], on_line: Callable[[str], None] = lambda line: None,
+                phase: Callable[[], str] = lambda: "run", also: tuple[psutil.Process, ...] = ()
+                ) -> tuple[float, dict[str, int], str]:
+    """Wall seconds, the peak summed RSS of the command's process tree (sampled every 0.2 s; plus the trees of
+    ``also``, e.g. cluster workers) per ``phase()`` at the time of sampling, and the command's output, each line
+    handed to ``on_line`` as it comes."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "datafactory.app.cli", "build", str(config), "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stages = list(STAGE_NAMES)
-    finished: list[str] = []
-    peaks: dict[str, int] = {}
-    watched = psutil.Process(process.pid)
-    done = threading.Event()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watched, peaks, done = psutil.Process(process.pid), {}, threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            current = stages[len(finished)] if len(finished) < len(stages) else "after"
-            peaks[current] = max(peaks.get(current, 0), sum(tree_rss(process) for process in (watched, *also)))
+            current = phase()
+            peaks[current] = max(peaks.get(current, 0), sum(tree_rss(member) for member in (watched, *also)))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -105,15 +103,30 @@ def run_build(config: Path, out: Path, also: tuple[psutil.Process, ...] = ()) ->
     lines = []
     for line in process.stdout:
         lines.append(line)
-        if "✓ " in line:
-            finished.append(line.split("✓ ", 1)[1].split(":", 1)[0])
+        on_line(line)
     process.wait()
     done.set()
     sampler.join()
     output = "".join(lines)
     if process.returncode:
-        raise SystemExit(f"build failed:\n{output[-3000:]}")
+        raise SystemExit(f"{' '.join(command[:4])} failed:\n{output[-3000:]}")
     return time.perf_counter() - start, peaks, output
+
+
+def run_build(config: Path, out: Path, also: tuple[psutil.Process, ...] = ()) -> tuple[float, dict[str, int], str]:
+    """`factory build` under run_watched, its peaks by the stage running (the first one whose progress line has not
+    been printed; "after" is the catalog and report)."""
+    stages, finished = list(STAGE_NAMES), []
+
+    def on_line(line: str) -> None:
+        if "✓ " in line:
+            finished.append(line.split("✓ ", 1)[1].split(":", 1)[0])
+
+    def phase() -> str:
+        return stages[len(finished)] if len(finished) < len(stages) else "after"
+
+    command = [sys.executable, "-m", "datafactory.app.cli", "build", str(config), "--out", str(out)]
+    return run_watched(command, on_line, phase, also)
 
 
 def stage_seconds(output: str) -> str:

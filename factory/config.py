@@ -333,6 +333,11 @@ class QualityConfig(Strict):
     bottom_fraction: float = Field(0.3, gt=0, lt=1, description="share of each language in the 'low' bucket")
     min_score: float = Field(0.0, ge=0, le=1, description="documents scoring below are dropped")
 
+    @property
+    def uses_default_model(self) -> bool:
+        """No model, scorer or reference named: the build scores with the built-in default model."""
+        return not (self.model or self.scorers or self.reference)
+
     @model_validator(mode="after")
     def _unique_names(self) -> QualityConfig:
         """Every score in `quality_scores` keeps its own name: the model's stem, each scorer's, `reference`."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datafactory.factory.atomic import write_text_atomic
+from datafactory.factory.config import HeuristicsConfig
+from datafactory.filters.heuristics import HeuristicFilter
 from datafactory.filters.quality import HQ, LQ
 from datafactory.filters.quality_train import data_digest, evaluate, fit, load_scorer, open_text, write_sidecar
 
@@ -30,7 +32,7 @@ class Source:
     file: str
     label: str
     licence: str
-    cap: int | None = None  # records beyond this are left out (sampled by a hash of the id), so no source dominates
+    cap: int | None = None  # only the first `cap` records by id, so no source dominates
 
 
 SOURCES: dict[str, Source] = {
@@ -141,9 +143,6 @@ quantiles); it is not a calibrated probability on another corpus. Train your own
 
 def dclm_metrics(data: Path) -> dict[str, dict]:
     """The default model on DCLM's annotated pages: all of them, and those the default heuristics keep."""
-    from datafactory.factory.config import HeuristicsConfig
-    from datafactory.filters.heuristics import HeuristicFilter
-
     records = _records(data / "quality_labelled.jsonl")
     pages = [(r["text"], r["label"]) for r in records if r["source"] == HELD_OUT_SOURCE]
     rules = HeuristicFilter(HeuristicsConfig())

@@ -115,9 +115,14 @@ def companion_paths(model_path: str | Path) -> list[Path]:
 
 def missing_inner_model(model_path: str | Path, kind: str | None) -> Path | None:
     """The first inner model a combiner lacks beside it, if any (None for every other kind)."""
-    if Path(model_path).is_file() and (kind or read_sidecar(model_path).get("kind")) == "combiner":
+    if Path(model_path).is_file() and scorer_kind(model_path, kind) == "combiner":
         return next((path for path in inner_model_paths(model_path) if not path.is_file()), None)
     return None
+
+
+def scorer_kind(model_path: str | Path, kind: str | None = None) -> str:
+    """`kind` when given, else the one the model's sidecar names, else fastText (e.g. DCLM's released classifier)."""
+    return kind or read_sidecar(model_path).get("kind", "fasttext")
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -133,11 +138,11 @@ def load_scorer(model_path: str | Path, kind: str | None = None) -> Scorer:
     """The scorer for a model file; its kind from `kind`, else the sidecar, else fastText."""
     if not Path(model_path).is_file():
         raise FileNotFoundError(f"quality model not found: {model_path}")
-    sidecar = read_sidecar(model_path)
-    kind = kind or sidecar.get("kind", "fasttext")
+    kind = scorer_kind(model_path, kind)
     if kind == "fasttext":
         return QualityScorer(model_path)
     if kind == "lm_ratio":
+        sidecar = read_sidecar(model_path)
         if "calibration" not in sidecar:
             raise ValueError(f"{sidecar_path(model_path)} lacks the LM-ratio calibration; retrain the model")
         return LMRatioScorer(model_path, Calibration(**sidecar["calibration"]))

@@ -27,7 +27,7 @@ from datafactory.factory.shards import sha256_file
 from datafactory.filters.quality import HQ, LQ, Scorer, bucket_for
 from datafactory.filters.quality_combine import CombinedScorer
 from datafactory.filters.quality_default import DEFAULT_MODEL, DEFAULT_NAME
-from datafactory.filters.quality_train import companion_paths, load_scorer, read_sidecar, train_quality_model
+from datafactory.filters.quality_train import companion_paths, load_scorer, scorer_kind, train_quality_model
 from datafactory.pipelines.common import (
     AnnotateBatch,
     MapParts,
@@ -75,14 +75,10 @@ def reference_model_path(build_dir: Path) -> Path:
     return build_dir / "models" / "quality-reference.bin"
 
 
-def uses_default(config: BuildConfig) -> bool:
-    return not configured_specs(config) and config.quality.reference is None
-
-
 def scorer_specs(config: BuildConfig, build_dir: Path) -> list[ScorerSpec]:
     """The configured scorers and the build's reference classifier (trained by the stage itself, not here), else the
     built-in default model."""
-    if uses_default(config):
+    if config.quality.uses_default_model:
         return [ScorerSpec(model=str(DEFAULT_MODEL), name=DEFAULT_NAME, kind="combiner")]
     reference = config.quality.reference
     own = [] if reference is None else [ScorerSpec(model=str(reference_model_path(build_dir)), name="reference",
@@ -132,7 +128,8 @@ def train_reference_model(previous: StagePaths, config: BuildConfig, build_dir: 
 def own_inputs(config: BuildConfig, build_dir: Path) -> str:
     """The quality stage's own inputs: the model files it scores with (the reference's examples are the upstream
     output, hashed already). Reads files, never trains: computing it has no side effects."""
-    return models_digest(scorer_specs(config, build_dir) if uses_default(config) else configured_specs(config))
+    return models_digest(scorer_specs(config, build_dir) if config.quality.uses_default_model
+                         else configured_specs(config))
 
 
 def models_digest(specs: list[ScorerSpec]) -> str:
@@ -250,7 +247,7 @@ class BucketPart(beam.DoFn):
 def warn_if_signals_differ(config: BuildConfig, specs: list[ScorerSpec]) -> None:
     """A combiner learnt its weights on signals measured with the default heuristics settings; a build that measures
     differently (other rule sets, word splitting, stop words, C4 line removal) feeds it other values, or none."""
-    combiners = [spec.label for spec in specs if (spec.kind or read_sidecar(spec.model).get("kind")) == "combiner"]
+    combiners = [spec.label for spec in specs if scorer_kind(spec.model, spec.kind) == "combiner"]
     if combiners and config.heuristics.measuring_settings() != HeuristicsConfig().measuring_settings():
         log.warning("quality: %s read signals measured with non-default heuristics settings; its weights were "
                     "learnt on the defaults (missing signals count as average)", ", ".join(combiners))
