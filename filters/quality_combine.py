@@ -135,9 +135,10 @@ class CombinedScorer:
     def score(self, texts: list[str]) -> list[float]:
         return self.score_with_signals(texts, measure_signals(texts))[0]
 
-    def score_with_signals(self, texts: list[str], signals: Sequence[Mapping[str, float]]
+    def score_with_signals(self, texts: list[str], signals: Sequence[Mapping[str, float] | Sequence[tuple[str, float]]]
                            ) -> tuple[list[float], dict[str, list[float]]]:
-        """The combined scores, and each inner model's scores by kind."""
+        """The combined scores, and each inner model's scores by kind; each text's signals as a mapping or as the
+        (name, value) pairs a stored `signals` column reads back as."""
         inner = {kind: scorer.score(texts) for kind, scorer in self.inner.items()}
         rows = [dict(row) for row in signals]
         for kind, values in inner.items():

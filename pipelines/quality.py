@@ -174,7 +174,7 @@ class ScoreQuality(AnnotateBatch):
         """A scorer's values, and a combiner's inputs beside them (it reads the signals the signals stage stored;
         other scorers read the text alone)."""
         if isinstance(scorer, CombinedScorer):
-            return scorer.score_with_signals(texts, [dict(row["signals"]) for row in rows])
+            return scorer.score_with_signals(texts, [row["signals"] for row in rows])
         return scorer.score(texts), {}
 
 
