@@ -284,6 +284,10 @@ class DedupConfig(Strict):
     seed: int = 1
     survivor: Literal["longest", "oldest_id", "earliest_date"] = "longest"
     max_rounds: int = Field(40, ge=1, description="connected-component rounds before the stage gives up")
+    # The in-process runner holds a whole shuffle in memory; band keys (one per band per document) are dedup's largest.
+    shuffle_budget_mb: int = Field(
+        256, ge=1, description="band and exact keys grouped per pipeline; more run in several key-range passes"
+    )
     paragraphs: ParagraphDedupConfig = ParagraphDedupConfig()
 
     @field_validator("rows")

@@ -94,20 +94,23 @@ def write_count(count: int, path: Path) -> None:
 
 
 class WriteEdges(beam.PTransform):
-    """Edges to <directory>/part-*.parquet (one file per non-empty partition) and the star-check count beside."""
+    """Edges to <directory>/part-*.parquet (one file per non-empty partition) and, with `check_stars`, the
+    star-check count beside."""
 
-    def __init__(self, directory: Path, total: int) -> None:
+    def __init__(self, directory: Path, total: int, check_stars: bool = True) -> None:
         super().__init__()
-        self.directory, self.total = directory, total
+        self.directory, self.total, self.check_stars = directory, total, check_stars
 
     def expand(self, edges: beam.PCollection) -> beam.PCollection:
         directory, total = self.directory, self.total
-        (
+        written = (
             edges
             | "EdgePartition" >> beam.Map(lambda edge: (partition_of(edge[0], total), edge))
             | "GroupEdges" >> beam.GroupByKey()
             | "WriteEdgeParts" >> beam.Map(write_edges, directory, total)
         )
+        if not self.check_stars:
+            return written
         return (
             edges
             | "Roles" >> beam.FlatMap(roles)
@@ -126,8 +129,8 @@ def write_edges(element: tuple[int, Iterable[Edge]], directory: Path, total: int
     write_parquet_atomic(table, directory / part_name("", index, total))
 
 
-def read_edges(pipeline: beam.Pipeline, directory: Path, label: str) -> beam.PCollection:
-    files = [str(path) for path in sorted(directory.glob("part-*.parquet"))]
+def read_edges(pipeline: beam.Pipeline, directories: list[Path], label: str) -> beam.PCollection:
+    files = [str(path) for directory in directories for path in sorted(directory.glob("part-*.parquet"))]
     return (
         pipeline
         | f"{label}Files" >> beam.Create(files)

@@ -1,19 +1,24 @@
 """Dedup stage: exact + MinHash LSH duplicates joined into clusters (one survivor each), then repeated lines removed.
 
-Grouping is Beam GroupByKeys only; clusters come from large-star / small-star rounds (Kiveris et al. 2014).
+Grouping is Beam GroupByKeys only; clusters come from large-star / small-star rounds (Kiveris et al. 2014). Past
+`dedup.shuffle_budget_mb` of keys, the exact and band keys are grouped in key-range passes, one pipeline each.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from collections.abc import Iterable
+from pathlib import Path
 
 import apache_beam as beam
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from datafactory.factory.atomic import atomic_path
 from datafactory.factory.config import DedupConfig, ParagraphDedupConfig
 from datafactory.factory.records import DROPPED, DUPLICATE
 from datafactory.filters.dedup import (
@@ -32,15 +37,16 @@ from datafactory.pipelines.common import (
     StageRun,
     added_names,
     decision_counts,
+    each_part,
     fill_empty_partitions,
     iter_kept_batches,
-    only,
     output_schema,
     part_name,
     partition_of,
     read_kept_batches,
     run_beam,
     run_stage,
+    write_parquet_atomic,
     write_part,
 )
 from datafactory.pipelines.components import (
@@ -87,113 +93,139 @@ def node_doc_id(node: str, survivor: str) -> str:
     return node[RANK_WIDTH[survivor] : -KEY_WIDTH]
 
 
-class DedupKeys(beam.DoFn):
-    """Node, LSH band keys and (when verifying) signature of a batch of documents; signatures are batch-computed."""
+KEY_BYTES = 200  # what the in-process runner holds per shuffled key: key, node, ordinal and its own bookkeeping
 
-    def __init__(self, config: DedupConfig) -> None:
-        self.config = config
+
+def key_passes(upstream: StagePaths, config: DedupConfig) -> int:
+    """Key-range passes that keep each pass's band and exact keys within `shuffle_budget_mb` (the in-process runner
+    holds a whole shuffle in memory); counted from the upstream rows, dropped ones included: an upper bound."""
+    documents = sum(pq.read_metadata(part).num_rows for part in upstream.parts())
+    bands, _ = lsh_params(config)
+    keys_per_document = (bands if config.minhash else 0) + int(config.exact)
+    return max(1, math.ceil(documents * keys_per_document * KEY_BYTES / (config.shuffle_budget_mb * 2**20)))
+
+
+def in_pass(key: str, index: int, passes: int) -> bool:
+    """Keys (hex digests at their end) are split into `passes` ranges by their last 32 bits."""
+    return passes == 1 or int(key[-8:], 16) % passes == index
+
+
+class SignatureStore:
+    """MinHash signatures saved by KeysOfPart, one .npy per upstream part, read back memory-mapped by ordinal
+    (part << 32 | row): verification looks them up instead of shuffling them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.parts: dict[int, np.ndarray] = {}
+
+    @staticmethod
+    def ordinal(part: int, row: int) -> int:
+        return part << 32 | row
+
+    def save(self, part: int, signatures: np.ndarray) -> None:
+        with atomic_path(self.directory / f"{part}.npy") as tmp, open(tmp, "wb") as out:
+            np.save(out, signatures)
+
+    def __getitem__(self, ordinal: int) -> np.ndarray:
+        part = ordinal >> 32
+        if part not in self.parts:
+            self.parts[part] = np.load(self.directory / f"{part}.npy", mmap_mode="r")
+        return self.parts[part][ordinal & 0xFFFFFFFF]
+
+
+KEYS_SCHEMA = pa.schema([("node", pa.string()), ("ordinal", pa.int64()), ("bands", pa.list_(pa.string()))])
+
+
+class KeysOfPart(beam.DoFn):
+    """One upstream part's documents as dedup keys (node, ordinal, LSH band keys), their signatures saved for
+    verification; `spill` writes the keys to Parquet for the key-range passes instead of emitting them."""
+
+    def __init__(self, config: DedupConfig, parts: list[str], work: Path, spill: bool) -> None:
+        self.config, self.parts, self.work, self.spill = config, parts, work, spill
 
     def setup(self) -> None:
         self.hasher = MinHasher(self.config) if self.config.minhash else None
         self.bands, self.rows = lsh_params(self.config)
 
-    def process(self, batch: list[dict]) -> Iterable[dict]:
-        signatures = self.hasher.signatures([row["text"] for row in batch]) if self.hasher else [None] * len(batch)
-        for row, signature in zip(batch, signatures, strict=True):
-            yield {
-                "node": make_node(row, self.config),
-                "bands": [] if signature is None else band_keys(signature, self.bands, self.rows),
-                "signature": signature.tobytes() if self.config.verify and signature is not None else None,
-            }
+    def process(self, path: str) -> Iterable[dict]:
+        part = self.parts.index(path)
+        keys, signatures = [], []
+        for batch in iter_kept_batches(Path(path), 256):  # MinHash runs a batch at a time
+            batch_signatures = self.hasher.signatures([row["text"] for row in batch]) if self.hasher else None
+            for offset, row in enumerate(batch):
+                bands = [] if batch_signatures is None else band_keys(batch_signatures[offset], self.bands, self.rows)
+                keys.append({"node": make_node(row, self.config), "ordinal": SignatureStore.ordinal(part, len(keys)),
+                             "bands": bands})
+            if batch_signatures is not None:
+                signatures.append(batch_signatures)
+        if self.config.minhash and self.config.verify:
+            empty = np.empty((0, self.config.num_perm), dtype=np.uint32)
+            SignatureStore(self.work / "signatures").save(part, np.concatenate(signatures) if signatures else empty)
+        if not self.spill:
+            yield from keys
+        elif keys:
+            write_parquet_atomic(pa.Table.from_pylist(keys, schema=KEYS_SCHEMA), self.work / "keys" / f"{part}.parquet")
 
 
-SURVIVOR, EDGE = "survivor", "edge"
+def read_keys(pipeline: beam.Pipeline, directory: Path) -> beam.PCollection:
+    files = [str(path) for path in sorted(directory.glob("*.parquet"))]
+    return (pipeline | "KeyFiles" >> beam.Create(files)
+            | "ReadKeys" >> beam.FlatMap(lambda path: pq.read_table(path).to_pylist()))
 
 
-def exact_groups(element: tuple[str, Iterable[dict]]) -> Iterable[tuple[str, dict | Edge]]:
-    """Each exact-key group's smallest node goes on to MinHash (SURVIVOR, key); the others get an edge to it
-    (EDGE, edge), split by `only` (not tagged outputs: see datafactory.pipelines.common.only)."""
-    _, keys = element
-    anchor = min(key["node"] for key in keys)
-    for key in keys:
-        if key["node"] == anchor:
-            yield SURVIVOR, key
-        else:
-            yield EDGE, (key["node"], anchor)
+def exact_pairs(key: dict, index: int, passes: int) -> Iterable[tuple[str, str]]:
+    exact = key["node"][-KEY_WIDTH:]
+    if exact != NO_EXACT and in_pass(exact, index, passes):
+        yield exact, key["node"]
 
 
-def bucket_edges(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
-    """A star over each LSH bucket, centred on its smallest node."""
+def band_pairs(key: dict, index: int, passes: int) -> Iterable[tuple[str, tuple[str, int]]]:
+    for band in key["bands"]:
+        if in_pass(band, index, passes):
+            yield band, (key["node"], key["ordinal"])
+
+
+def group_star(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
+    """A star over each exact-key group, centred on its smallest node."""
     return star(element[1])[1]
 
 
-def with_child_signature(element: tuple[str, dict]) -> Iterable[tuple[str, tuple[str, bytes]]]:
-    child, grouped = element
-    for signature in grouped["signature"]:
-        for parent in grouped["parent"]:
-            yield parent, (child, signature)
+class BucketEdges(beam.DoFn):
+    """A star over each LSH bucket, centred on its smallest node; with verification, only the members whose estimated
+    Jaccard with the centre (share of equal signature values) reaches the threshold."""
 
-
-def verified_edges(element: tuple[str, dict], threshold: float) -> Iterable[Edge]:
-    """Candidate pairs whose estimated Jaccard (share of equal signature values) reaches the threshold."""
-    parent, grouped = element
-    for signature in grouped["signature"]:
-        anchor = np.frombuffer(signature, dtype=np.uint32)
-        for child, other in grouped["child"]:
-            if jaccard(anchor, np.frombuffer(other, dtype=np.uint32)) >= threshold:
-                yield child, parent
-
-
-class Verify(beam.PTransform):
-    """Joins both signatures onto each candidate edge (two shuffles keyed by node) and keeps the similar pairs."""
-
-    def __init__(self, signatures: beam.PCollection, threshold: float) -> None:
-        super().__init__()
+    def __init__(self, signatures: Path | None, threshold: float) -> None:
         self.signatures, self.threshold = signatures, threshold
 
-    def expand(self, candidates: beam.PCollection) -> beam.PCollection:
-        children = (
-            {"parent": candidates, "signature": self.signatures}
-            | "JoinChild" >> beam.CoGroupByKey()
-            | "ChildSignature" >> beam.FlatMap(with_child_signature)
-        )
-        return (
-            {"child": children, "signature": self.signatures}
-            | "JoinParent" >> beam.CoGroupByKey()
-            | "Similar" >> beam.FlatMap(verified_edges, self.threshold)
-        )
+    def setup(self) -> None:
+        self.store = SignatureStore(self.signatures) if self.signatures else None
+
+    def process(self, element: tuple[str, Iterable[tuple[str, int]]]) -> Iterable[Edge]:
+        members = list(element[1])
+        centre, centre_ordinal = min(members)
+        anchor = self.store[centre_ordinal] if self.store else None
+        for node, ordinal in members:
+            if node != centre and (anchor is None or jaccard(anchor, self.store[ordinal]) >= self.threshold):
+                yield node, centre
 
 
 # --------------------------------------------------------------------------- pipelines
 
 
-def graph_edges(batches: beam.PCollection, config: DedupConfig) -> beam.PCollection:
-    """Candidate edges: exact-key groups, then LSH buckets of the exact survivors (verified when configured)."""
-    keys = batches | "Keys" >> beam.ParDo(DedupKeys(config))
+def graph_edges(keys: beam.PCollection, config: DedupConfig, work: Path, index: int = 0, passes: int = 1
+                ) -> beam.PCollection:
+    """Duplicate edges among the keys of one key range: exact-key groups and (verified) LSH buckets."""
     edge_sets = []
     if config.exact:
-        exact = (
-            keys
-            | "ByExact" >> beam.Map(lambda key: (key["node"][-KEY_WIDTH:], key))
-            | "GroupExact" >> beam.GroupByKey()
-            | "ExactGroups" >> beam.FlatMap(exact_groups)
-        )
-        keys = exact | "ExactSurvivors" >> beam.FlatMap(only(SURVIVOR))
-        edge_sets.append(exact | "ExactEdges" >> beam.FlatMap(only(EDGE)))
+        edge_sets.append(keys | "ExactKeys" >> beam.FlatMap(exact_pairs, index, passes)
+                         | "GroupExact" >> beam.GroupByKey() | "ExactEdges" >> beam.FlatMap(group_star))
     if config.minhash:
-        near = (
-            keys
-            | "BandKeys" >> beam.FlatMap(lambda key: [(band, key["node"]) for band in key["bands"]])
-            | "GroupBands" >> beam.GroupByKey()
-            | "BucketEdges" >> beam.FlatMap(bucket_edges)
-            | "DistinctCandidates" >> beam.Distinct()
-        )
-        if config.verify:
-            signatures = keys | "Signatures" >> beam.Map(lambda key: (key["node"], key["signature"]))
-            near = near | "Verify" >> Verify(signatures, config.verify_threshold)
-        edge_sets.append(near)
+        signatures = work / "signatures" if config.verify else None
+        edge_sets.append(keys | "BandKeys" >> beam.FlatMap(band_pairs, index, passes)
+                         | "GroupBands" >> beam.GroupByKey()
+                         | "BucketEdges" >> beam.ParDo(BucketEdges(signatures, config.verify_threshold)))
     if not edge_sets:
-        return batches.pipeline | "NoEdges" >> beam.Create([])
+        return keys.pipeline | "NoEdges" >> beam.Create([])
     return tuple(edge_sets) | "AllEdges" >> beam.Flatten() | "DistinctEdges" >> beam.Distinct()
 
 
@@ -275,8 +307,8 @@ class ApplyDecisions(beam.PTransform):
     """Cluster decisions (and, with paragraph dedup, repeated units) grouped by partition, then each partition's
     part written by ApplyToPart; every partition gets an element, so every part is written."""
 
-    def __init__(self, batches: beam.PCollection, config: DedupConfig, writer: ApplyToPart) -> None:
-        super().__init__()
+    def __init__(self, batches: beam.PCollection | None, config: DedupConfig, writer: ApplyToPart) -> None:
+        super().__init__()  # batches: the upstream documents, read only for paragraph dedup
         self.batches, self.config, self.writer = batches, config, writer
 
     def expand(self, labels: beam.PCollection) -> beam.PCollection:
@@ -335,33 +367,55 @@ def run(job: StageRun) -> StageResult:
     schema = output_schema(previous, FIELDS, writes_text=config.dedup.paragraphs.enabled)
     dedup, total = config.dedup, len(previous.parts())  # documents stay in the partitions ingest gave them
     work = paths.stage_dir / "_work"
+    parts = [str(path) for path in previous.parts()]
+    passes = key_passes(previous, dedup)
 
-    def write_stage(batches: beam.PCollection, labels: beam.PCollection) -> None:
+    def keys_of_parts(pipeline: beam.Pipeline, spill: bool) -> beam.PCollection:
+        keys = KeysOfPart(dedup, parts, work, spill)
+        return each_part(pipeline, previous, config.runner) | "Keys" >> beam.ParDo(keys)
+
+    def write_stage(pipeline: beam.Pipeline, labels: beam.PCollection) -> None:
         writer = ApplyToPart(paths, previous, schema, total, dedup.paragraphs)
+        batches = read_kept_batches(pipeline, previous, 256, config.runner) if dedup.paragraphs.enabled else None
         labels | "Apply" >> ApplyDecisions(batches, dedup, writer)
 
+    def key_range(index: int):
+        def build(pipeline: beam.Pipeline) -> None:
+            edges = graph_edges(read_keys(pipeline, work / "keys"), dedup, work, index, passes)
+            edges | "Save" >> WriteEdges(work / f"pass-{index}", total, check_stars=False)
+
+        return build
+
     def first(pipeline: beam.Pipeline) -> None:
-        """Graph, rounds and the stage output at once: right whenever the rounds left only stars (the usual case)."""
-        batches = read_kept_batches(pipeline, previous, 256, config.runner)  # MinHash runs per batch
-        labels = graph_edges(batches, dedup) | "Rounds" >> StarRounds(ROUNDS_PER_PIPELINE)
+        """Graph (or the key-range passes' edges), rounds and the stage output at once: right whenever the rounds
+        left only stars (the usual case)."""
+        if passes == 1:
+            edges = graph_edges(keys_of_parts(pipeline, spill=False), dedup, work)
+        else:
+            ranges = [work / f"pass-{index}" for index in range(passes)]
+            edges = read_edges(pipeline, ranges, "Ranges") | "DistinctRanges" >> beam.Distinct()
+        labels = edges | "Rounds" >> StarRounds(ROUNDS_PER_PIPELINE)
         labels | "Save" >> WriteEdges(work / "edges-0", total)
-        write_stage(batches, labels)
+        write_stage(pipeline, labels)
 
     def more(step: int):
         def build(pipeline: beam.Pipeline) -> None:
-            edges = read_edges(pipeline, work / f"edges-{step}", "Read") | "Rounds" >> StarRounds(ROUNDS_PER_PIPELINE)
+            edges = read_edges(pipeline, [work / f"edges-{step}"], "Read") | "Rounds" >> StarRounds(ROUNDS_PER_PIPELINE)
             edges | "Save" >> WriteEdges(work / f"edges-{step + 1}", total)
 
         return build
 
     def rewrite(step: int):
         def build(pipeline: beam.Pipeline) -> None:
-            labels = read_edges(pipeline, work / f"edges-{step}", "Labels")
-            write_stage(read_kept_batches(pipeline, previous, 256, config.runner), labels)
+            write_stage(pipeline, read_edges(pipeline, [work / f"edges-{step}"], "Labels"))
 
         return build
 
     def body() -> dict:
+        if passes > 1:
+            run_beam(config, lambda pipeline: keys_of_parts(pipeline, spill=True))
+            for index in range(passes):
+                run_beam(config, key_range(index))
         run_beam(config, first)
         step = 0
         while violations(work / f"edges-{step}"):
@@ -374,6 +428,6 @@ def run(job: StageRun) -> StageResult:
         fill_empty_partitions(paths, schema, total)
         counts = dedup_counts(paths, dedup, (step + 1) * ROUNDS_PER_PIPELINE, count_edges(work / f"edges-{step}"))
         shutil.rmtree(work)
-        return counts
+        return counts | {"key_passes": passes}
 
     return run_stage(job, body)

@@ -165,6 +165,22 @@ def test_survivors_same_across_runs_and_worker_counts(demo, demo_result, tmp_pat
     assert again == first
 
 
+def test_key_range_passes_find_the_same_clusters(demo, demo_result, tmp_path):
+    """A shuffle budget below the demo's keys splits them into key-range passes, one pipeline each: same output."""
+    _, first = demo_result
+    build = fresh_build(demo, tmp_path)
+    again = run_dedup(build, shuffle_budget_mb=1, paragraphs={"enabled": True, "min_documents": 5})
+    assert read_marker(build / "stages" / "dedup")["counts"]["key_passes"] > 1
+    assert again == first
+
+
+def test_key_ranges_split_the_keys_without_overlap():
+    keys = [exact_key("word " * i) for i in range(1, 200)] + [f"{band}:{exact_key('w ' * band)[:16]}" for band in range(20)]
+    owners = [[index for index in range(3) if dedup.in_pass(key, index, 3)] for key in keys]
+    assert all(len(found) == 1 for found in owners)
+    assert {found[0] for found in owners} == {0, 1, 2}
+
+
 def test_earliest_date_survives_with_exact_dedup_alone(demo, tmp_path):
     settings = {"survivor": "earliest_date", "minhash": False, "paragraphs": {"enabled": False}}
     rows = run_dedup(fresh_build(demo, tmp_path), **settings)
@@ -197,7 +213,7 @@ def test_deep_clusters_take_more_pipelines(tmp_path, monkeypatch):
     nodes = [dedup.make_node(row, config) for row in rows]
     random.Random(1).shuffle(nodes)
     path = [(max(a, b), min(a, b)) for a, b in zip(nodes, nodes[1:], strict=False)]
-    monkeypatch.setattr(dedup, "graph_edges", lambda docs, _: docs.pipeline | beam.Create(path))
+    monkeypatch.setattr(dedup, "graph_edges", lambda keys, *_: keys.pipeline | beam.Create(path))
     monkeypatch.setattr(dedup, "ROUNDS_PER_PIPELINE", 1)
     result = run_dedup(tmp_path, **config.model_dump(include={"survivor", "paragraphs"}))
     assert {row["minhash_cluster"] for row in result.values()} == {"doc-000"}
