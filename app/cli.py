@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from datafactory.factory.catalog import build_catalog, query
+from datafactory.factory.catalog import build_catalog, contamination_report, query
 from datafactory.factory.config import ConfigError
 
 if TYPE_CHECKING:
@@ -175,6 +175,21 @@ def stats(sql: str = typer.Argument(..., help="SQL over the catalog's views"),
     except Exception as err:  # duckdb raises many error types; all are the user's SQL to fix
         fail(f"query failed: {err}")
     print_table(columns, rows)
+
+
+@app.command("decontaminate-report")
+def decontaminate_report(build: Path = typer.Argument(..., help="build directory")) -> None:
+    """Per eval set: its items, how many the corpus held, in how many documents, from which sources and languages."""
+    try:
+        columns, rows = contamination_report(build)
+    except FileNotFoundError as err:
+        fail(str(err))
+    if not rows:
+        console.print("no eval set configured (decontaminate.eval_sets in the build config): nothing was looked for")
+        return
+    print_table(columns, rows, title="contamination: evaluation items found in the corpus")
+    console.print(f"per document: factory stats --build {build} "
+                  "\"SELECT doc_id, eval_set, item_id, score, keep FROM decontaminate WHERE contaminated\"")
 
 
 @app.command()

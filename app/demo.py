@@ -96,6 +96,9 @@ inputs:
   - {{path: "data/web-*.jsonl.gz", source: web}}
   - {{path: "data/news.jsonl.zst", source: news}}
   - {{path: "data/zh_forum.parquet", source: zh_forum, text_field: content}}
+decontaminate:  # the demo's own quiz items (evals/); point eval_sets at real MMLU, GSM8K, C-Eval, CMMLU exports
+  eval_sets:
+    - {{path: "evals/demo_qa.jsonl", name: demo_qa, fields: [question, choices, answer]}}
 tokenize:
   seq_len: 128
   rows_per_shard: 256
@@ -482,6 +485,7 @@ class _Doc:
     source: str = ""
     id: str = ""
     url: str = ""
+    eval_item: str | None = None  # the demo eval item planted in the page, if any
 
 
 @dataclass
@@ -589,6 +593,23 @@ def _generate_docs(n_docs: int, rng: random.Random) -> tuple[list[_Doc], _CleanG
     return out, gen
 
 
+def _plant_eval_items(docs: list[_Doc], rng: random.Random) -> list[dict]:
+    """Copies each demo eval item, as a scraped quiz, into one clean page of its language that has no planted
+    duplicate (so duplicates stay what the ground truth says); returns the items, the eval set to write."""
+    shipped = resources.files("datafactory.app") / "demo_texts" / "eval_items.jsonl"
+    items = [json.loads(line) for line in shipped.read_text(encoding="utf-8").splitlines()]
+    copied = {id(doc.original) for doc in docs if doc.original is not None}
+    hosts = [doc for doc in docs if doc.kind == "clean" and id(doc) not in copied]
+    rng.shuffle(hosts)
+    for item in items:
+        host = next((doc for doc in hosts if doc.lang == item["lang"] and doc.eval_item is None), None)
+        if host is not None:
+            choices = "\n".join(f"{letter}. {choice}" for letter, choice in zip("ABCD", item["choices"], strict=False))
+            host.text += f"\n\n{item['question']}\n{choices}\n{item['answer']}"
+            host.eval_item = item["id"]
+    return [{key: item[key] for key in ("id", "question", "choices", "answer")} for item in items]
+
+
 def _assign_ids(rng: random.Random, docs: list[_Doc]) -> dict[str, list[_Doc]]:
     by_source: dict[str, list[_Doc]] = {s: [] for s in SOURCES}
     for doc in docs:
@@ -629,6 +650,9 @@ def write_demo_corpus(out_dir: Path, n_docs: int = 3000, seed: int = 0) -> DemoC
         stale.unlink()
     rng = random.Random(seed)
     docs, _ = _generate_docs(n_docs, rng)
+    evals = out_dir / "evals" / "demo_qa.jsonl"
+    evals.parent.mkdir(exist_ok=True)
+    evals.write_bytes(_jsonl(_plant_eval_items(docs, random.Random(f"evals-{seed}"))))
     by_source = _assign_ids(rng, docs)
 
     files: list[Path] = []
@@ -664,6 +688,7 @@ def write_demo_corpus(out_dir: Path, n_docs: int = 3000, seed: int = 0) -> DemoC
                 "kind": d.kind,
                 "duplicate_of": d.original.id if d.original else None,
                 "quality": QUALITY[d.kind],
+                "eval_item": d.eval_item,
             }
             for source in SOURCES
             for d in by_source[source]

@@ -17,7 +17,13 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from datafactory.factory.atomic import write_text_atomic
-from datafactory.factory.catalog import CATALOG_NAME
+from datafactory.factory.catalog import (
+    CATALOG_NAME,
+    CONTAMINATION_COLUMNS,
+    SQL_CONTAMINATION,
+    contamination_table,
+    eval_set_items,
+)
 from datafactory.pipelines.registry import stage_names
 
 REPORT_NAME = "report.html"
@@ -455,6 +461,33 @@ def training_charts(cat: Catalog) -> list[Chart]:
     return [run_chart(cat, path) for path in runs]
 
 
+# ----------------------------------------------------------------------------- decontamination
+
+
+def contamination_chart(cat: Catalog) -> Chart:
+    chart = Chart("Contamination by eval set", [SQL_CONTAMINATION])
+    found = [tuple(row.values()) for row in cat.rows(SQL_CONTAMINATION)]
+    try:
+        items = eval_set_items(cat.root)
+    except FileNotFoundError as err:
+        raise Missing(str(err)) from err
+    if not items:
+        chart.note = "no eval set configured (decontaminate.eval_sets): nothing was looked for"
+        return chart
+    table = contamination_table(items, found)
+    names = [row[0] for row in table]
+    figure = new_figure([
+        go.Bar(name="items found in the corpus", x=names, y=[row[2] for row in table],
+               text=[f"{row[2]:,} of {row[1]:,}" for row in table]),
+        go.Bar(name="documents holding one", x=names, y=[row[3] for row in table]),
+    ])
+    figure.update_layout(barmode="group", height=380, xaxis_title="eval set", yaxis_title="count",
+                         xaxis_type="category")
+    chart.figure = figure
+    chart.extra_html = html_table(CONTAMINATION_COLUMNS, table)
+    return chart
+
+
 # ----------------------------------------------------------------------------- page
 
 def collect(cat: Catalog) -> list[Section]:
@@ -465,6 +498,7 @@ def collect(cat: Catalog) -> list[Section]:
         ("Quality scores", "quality", "Quality-score histogram per language", quality_chart),
         ("Deduplication", "dedup", "Dedup cluster sizes", cluster_size_chart),
         ("Deduplication", "dedup", "Top clusters", top_clusters_chart),
+        ("Decontamination", "decontamination", "Contamination by eval set", contamination_chart),
         ("Tokens", "tokens", "Tokens per source x language x quality bucket", tokens_chart),
         ("Planned mixtures", "mixtures", "Planned mixtures", mixture_chart),
         ("Training", "training", "Training runs", training_charts),

@@ -8,6 +8,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from datafactory.factory.atomic import atomic_path
+from datafactory.factory.markers import read_marker
 
 CATALOG_NAME = "catalog.duckdb"
 TEXT_COLUMNS = ("text", "cleaned_text")  # left out of the stage views: `SELECT *` stays a query about documents
@@ -65,3 +66,32 @@ def query(build_dir: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
     with duckdb.connect(str(path), read_only=True) as con:
         result = con.execute(sql)
         return [column[0] for column in result.description], result.fetchall()
+
+
+SQL_CONTAMINATION = """SELECT eval_set, count(DISTINCT item_id) AS items_found, count(*) AS documents,
+  string_agg(DISTINCT source, ', ' ORDER BY source) AS sources,
+  string_agg(DISTINCT lang, ', ' ORDER BY lang) AS languages
+FROM decontaminate WHERE contaminated GROUP BY eval_set"""
+CONTAMINATION_COLUMNS = ["eval_set", "items", "items_found", "documents", "sources", "languages"]
+
+
+def eval_set_items(build_dir: str | Path) -> dict[str, int]:
+    """Items per eval set the decontaminate stage looked for (its marker); {} when it looked for none."""
+    marker = read_marker(Path(build_dir) / "stages" / "decontaminate")
+    if marker is None:
+        raise FileNotFoundError(f"no finished decontaminate stage in {build_dir}: run `factory build` first")
+    return marker["counts"].get("index", {}).get("items", {})
+
+
+def contamination_table(items: dict[str, int], found: list[tuple]) -> list[tuple]:
+    """CONTAMINATION_COLUMNS rows from the items per eval set and SQL_CONTAMINATION's rows; sets found nowhere too."""
+    by_set = {row[0]: row[1:] for row in found}
+    return [(name, count, *by_set.get(name, (0, 0, "", ""))) for name, count in sorted(items.items())]
+
+
+def contamination_report(build_dir: str | Path) -> tuple[list[str], list[tuple]]:
+    """The contamination table a lab publishes: per eval set, its items, how many the corpus holds, in how many
+    documents, from which sources and languages."""
+    items = eval_set_items(build_dir)
+    _, found = query(build_dir, SQL_CONTAMINATION)
+    return CONTAMINATION_COLUMNS, contamination_table(items, found)

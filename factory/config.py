@@ -301,6 +301,43 @@ class DedupConfig(Strict):
         return rows
 
 
+class EvalSetSpec(Strict):
+    """One evaluation set whose items must not reach the shards: JSON Lines (.jsonl, optionally .gz / .zst) or
+    Parquet, one item per record."""
+
+    path: str
+    name: str = Field(pattern=r"^[\w.-]+$", description="how reports and the decontaminate view name the set")
+    fields: list[str] = Field(min_length=1, description="the item's fields to look for (question, choices, answer)")
+    id_field: str = Field("id", description="the item's id; items without one are named by their line or row")
+
+
+class DecontaminateConfig(Strict):
+    """Documents holding an evaluation item are dropped (or lose the matched spans). An item's fields are found by
+    their n-grams (words; characters for CJK-dominant text) after NFKC, case, punctuation and whitespace folding;
+    a field is contaminating when matched n-grams cover min_overlap of its tokens (fields shorter than their n-gram
+    but at least the minimum must be found whole; shorter ones, like an answer letter, are not looked for)."""
+
+    eval_sets: list[EvalSetSpec] = []
+    ngram: int = Field(13, ge=4, le=64, description="words per n-gram (GPT-3's janitor: 13)")
+    # Chinese needs about 1.5 characters for what an English word says, so 20 characters stand for 13 words.
+    cjk_ngram: int = Field(20, ge=4, le=96, description="characters per n-gram in CJK-dominant text")
+    min_words: int = Field(8, ge=4, description="fields shorter than ngram but this long are matched whole")
+    cjk_min_chars: int = Field(12, ge=4, description="the same for CJK-dominant fields, in characters")
+    min_overlap: float = Field(0.5, ge=0, le=1, description="share of a field's tokens matched n-grams must cover; "
+                               "0: any n-gram hit (GPT-3, datatrove)")
+    mode: Literal["drop", "remove_span"] = Field("drop", description="drop the document, or cut the matched spans")
+    margin_chars: int = Field(200, ge=0, description="remove_span: characters cut on each side of a span")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DecontaminateConfig:
+        names = [spec.name for spec in self.eval_sets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"decontaminate.eval_sets: names must be unique, got {names}")
+        if self.min_words > self.ngram or self.cjk_min_chars > self.cjk_ngram:
+            raise ValueError("decontaminate: min_words / cjk_min_chars must not exceed ngram / cjk_ngram")
+        return self
+
+
 class ScorerSpec(Strict):
     """One quality scorer: a model file (`factory quality train --out` writes one) and its weight in the mean."""
 
@@ -430,6 +467,7 @@ class BuildConfig(Strict):
     langid: LangidConfig = LangidConfig()
     heuristics: HeuristicsConfig = HeuristicsConfig()
     dedup: DedupConfig = DedupConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
     quality: QualityConfig = QualityConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     runner: RunnerConfig = RunnerConfig()
@@ -464,6 +502,8 @@ class BuildConfig(Strict):
         named = {"langid.model": self.langid.model, "quality.model": self.quality.model,
                  "tokenize.tokenizer.model": self.tokenize.tokenizer.model}
         named |= {f"quality.scorers[{i}].model": spec.model for i, spec in enumerate(self.quality.scorers)}
+        named |= {f"decontaminate.eval_sets[{i}].path": spec.path
+                  for i, spec in enumerate(self.decontaminate.eval_sets)}
         url_filter = self.ingest.url_filter
         named |= {f"ingest.url_filter.domain_files[{i}]": path for i, path in enumerate(url_filter.domain_files)}
         named |= {f"ingest.url_filter.banned_word_files[{i}]": path

@@ -6,6 +6,7 @@ Signatures equal datasketch's ``MinHash(scheme="affine32", hashfunc=hash_shingle
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 from functools import cache, lru_cache
 
 import numpy as np
@@ -205,28 +206,68 @@ class Shingler:
 
     def hashes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(uint32 hash of every shingle, in text order; number of shingles per text); repeats are kept."""
-        parts = [self._hashes(texts[start:stop]) for start, stop in _chunks(texts)]
+        parts = [self._hashes(texts[start:stop]) for start, stop in text_chunks(texts)]
         if not parts:
             return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.int64)
         return np.concatenate([hashes for hashes, _ in parts]), np.concatenate([counts for _, counts in parts])
 
     def _hashes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        # "\n" separates texts, so no token spans two of them
-        points = np.frombuffer("\n".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        classes = self.classes[points]
-        starts, ends = _token_spans(classes)
-        text_ends = np.cumsum(np.fromiter((len(text) + 1 for text in texts), dtype=np.int64, count=len(texts)))
-        token_bounds = np.r_[0, np.searchsorted(starts, text_ends)]
-        count = np.diff(token_bounds)
-        cjk = np.r_[0, np.cumsum(classes[starts] == NO_SPACE)][token_bounds]
-        in_tokens = np.r_[0, np.cumsum(ends - starts)][token_bounds]
+        tokens = tokenize(texts, self.fold, self.classes)
+        count = np.diff(tokens.bounds)
+        cjk = np.r_[0, np.cumsum(tokens.cjk)][tokens.bounds]
+        in_tokens = np.r_[0, np.cumsum(tokens.ends - tokens.starts)][tokens.bounds]
         # datafactory.filters.text.is_cjk_dominant: the no-space-script share of token code points
         n = np.where(np.diff(cjk) > np.diff(in_tokens) * CJK_DOMINANT_RATIO, self.cjk_ngram, self.ngram)
-        hashes = _shingle_hashes(_token_hashes(self.fold[points], starts, ends), count, n)
+        hashes = _shingle_hashes(tokens.hashes, count, n)
         return hashes, np.where(count > 0, count - np.minimum(n, count) + 1, 0)
 
 
-def _chunks(texts: list[str]) -> list[tuple[int, int]]:
+@dataclass(frozen=True)
+class Tokens:
+    """The tokens of texts joined by "\n" (so none spans two): each token's 64-bit hash (of its folded code
+    points), its code-point span in the joined text and whether it is a no-space-script character; text t owns
+    tokens bounds[t]:bounds[t + 1] and begins at code point offsets[t]."""
+
+    hashes: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    cjk: np.ndarray
+    bounds: np.ndarray
+    offsets: np.ndarray
+
+
+def tokenize(texts: list[str], fold: np.ndarray | None = None, classes: np.ndarray | None = None) -> Tokens:
+    """Tokens as the shingler sees them (filters.text.words of the folded text), with array operations over the
+    whole batch; keep a batch under _CHUNK_POINTS code points (text_chunks) to bound the tables."""
+    if fold is None or classes is None:
+        fold, classes = _tables()
+    points = np.frombuffer("\n".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    token_classes = classes[points]
+    starts, ends = _token_spans(token_classes)
+    lengths = np.fromiter((len(text) + 1 for text in texts), dtype=np.int64, count=len(texts))
+    offsets = np.r_[0, np.cumsum(lengths)]
+    bounds = np.r_[0, np.searchsorted(starts, offsets[1:])]
+    return Tokens(_token_hashes(fold[points], starts, ends), starts, ends, token_classes[starts] == NO_SPACE,
+                  bounds, offsets[:-1])
+
+
+_LENGTH_MIX = 0xD6E8FEB86659FD93  # mixed into a window's hash with its length: windows of two lengths never match
+
+
+def window_hashes(token_hashes: np.ndarray, length: int) -> np.ndarray:
+    """A 64-bit hash of every run of `length` consecutive tokens (len(token_hashes) - length + 1 of them): the
+    tokens' polynomial in _BASE, from prefix sums, so each window costs the same whatever its length."""
+    count = len(token_hashes) - length + 1
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    powers, inverses = _powers(len(token_hashes))
+    prefix = np.zeros(len(token_hashes) + 1, dtype=np.uint64)
+    np.cumsum(token_hashes * powers, out=prefix[1:])
+    windows = (prefix[length:] - prefix[:count]) * inverses[:count]
+    return _fmix64(windows ^ np.uint64((length * _LENGTH_MIX) & _MASK))
+
+
+def text_chunks(texts: list[str]) -> list[tuple[int, int]]:
     """Consecutive runs of texts with at most _CHUNK_POINTS code points together (a longer text alone)."""
     bounds, start, size = [], 0, 0
     for index, text in enumerate(texts):

@@ -34,12 +34,17 @@ class LabelledDataError(ValueError):
     """A labelled-data file that cannot be used, with the file and line at fault."""
 
 
-def open_text(path: Path) -> io.TextIOBase:
+def open_bytes(path: Path) -> io.BufferedIOBase:
+    """A file's bytes, decompressed when it ends in .gz or .zst."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
+        return gzip.open(path, "rb")
     if path.suffix in (".zst", ".zstd"):
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(path.open("rb")), encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(path.open("rb")))
+    return path.open("rb")
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    return io.TextIOWrapper(open_bytes(path), encoding="utf-8")
 
 
 def read_labelled(path: str | Path, label: str | None = None, text_field: str = "text") -> Iterator[tuple[str, str]]:

@@ -500,9 +500,10 @@ def run_document_stage(
     batch_size: int = 256,
     consumed: tuple[str, ...] = (),
     writes_text: bool = False,
+    facts: Callable[[], dict] = dict,
 ) -> StageResult:
     """A stage that reads the upstream survivors, annotates them in batches, and writes keep/drop per document;
-    ``consumed`` upstream columns are not carried on."""
+    ``consumed`` upstream columns are not carried on; what ``facts`` returns joins the decision counts in the marker."""
     paths, previous, config = job.paths, job.previous, job.config
     schema = output_schema(previous, added, consumed, writes_text)
     total = config.num_partitions
@@ -510,6 +511,6 @@ def run_document_stage(
     def body() -> dict:
         map_parts(config, previous, MapParts(paths, schema, make_dofn(), batch_size))
         fill_empty_partitions(paths, schema, total)
-        return decision_counts(paths)
+        return decision_counts(paths) | facts()
 
     return run_stage(job, body)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from datafactory.factory.config import BuildConfig, ConfigError
 from datafactory.factory.markers import outputs_digest
+from datafactory.filters.decontam import EvalSetError, read_eval_sets
 from datafactory.filters.heuristics import HeuristicFilter
 from datafactory.filters.quality_train import missing_inner_model
 from datafactory.pipelines.inputs import input_bytes, named_files_digest, resolve_inputs
@@ -113,7 +114,11 @@ STAGES: tuple[Stage, ...] = (
           settings=lambda config: config.heuristics.threshold_settings()),
     Stage("dedup", ("heuristics",),
           summary="exact and MinHash near-duplicate clusters; all but one document per cluster are `duplicate`"),
-    Stage("quality", ("dedup",), summary="quality score per document and a per-language bucket (low / mid / high)"),
+    Stage("decontaminate", ("dedup",),
+          summary="documents holding an evaluation item (decontaminate.eval_sets) are `contaminated`: dropped, or "
+          "cut out in remove_span mode"),
+    Stage("quality", ("decontaminate",),
+          summary="quality score per document and a per-language bucket (low / mid / high)"),
     Stage("tokenizer", ("quality",), own_inputs=files_named_under("tokenize.tokenizer."),
           summary="trains (or copies) the build's sentencepiece tokenizer", judges=False,
           settings=lambda config: config.tokenize.tokenizer.model_dump()),
@@ -134,13 +139,17 @@ def settle_runner(config: BuildConfig, files: list[tuple[str, int]]) -> BuildCon
 
 def preflight(config: BuildConfig, origin: str = "config") -> BuildConfig:
     """What a build checks before any stage runs, so a user's mistake is one located line, not a failed worker: the
-    inputs, every file the config names, heuristics rule names, a combiner's inner models. Returns the config to
-    build with: its running mode settled once from the inputs found here, so no stage globs them again for it."""
+    inputs, every file the config names, heuristics rule names, the eval sets, a combiner's inner models. Returns the
+    config to build with: its running mode settled once from the inputs found here, so no stage globs them again."""
     files = resolve_inputs(config)
     try:
         HeuristicFilter(config.heuristics)
     except ValueError as err:
         raise ConfigError(f"invalid config {origin}:\n  {err}") from None
+    try:
+        read_eval_sets(config.decontaminate, config.resolve_path)
+    except EvalSetError as err:
+        raise ConfigError(f"invalid config {origin}:\n  decontaminate.eval_sets: {err}") from None
     for spec in config.quality.scorers:
         if missing := missing_inner_model(config.resolve_path(spec.model), spec.kind):
             raise ConfigError(f"invalid config {origin}:\n  quality.scorers ({spec.label}): the combiner "

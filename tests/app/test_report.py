@@ -22,7 +22,7 @@ from datafactory.factory.catalog import build_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-SECTIONS = ("funnel", "languages", "quality", "dedup", "tokens", "mixtures", "training")
+SECTIONS = ("funnel", "languages", "quality", "dedup", "decontamination", "tokens", "mixtures", "training")
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync", "--hide-scrollbars",

@@ -6,23 +6,20 @@ import gzip
 import json
 import random
 import shutil
-from operator import itemgetter
 from pathlib import Path
 
 import apache_beam as beam
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from support.builds import write_stage_output
 
 from datafactory.app.demo import read_ground_truth, write_demo_corpus
 from datafactory.factory.catalog import build_catalog, query
 from datafactory.factory.config import DedupConfig, parse_config
-from datafactory.factory.markers import read_marker, write_marker
-from datafactory.factory.records import stage_schema
+from datafactory.factory.markers import read_marker
 from datafactory.filters.dedup import exact_key, lsh_params
 from datafactory.pipelines import dedup
-from datafactory.pipelines.common import StagePaths, part_name, partition_of
 from datafactory.pipelines.registry import run_stage_named
 
 UPSTREAM = "heuristics"
@@ -44,19 +41,6 @@ def demo_records(root: Path) -> list[dict]:
     ]
 
 
-def write_upstream(build: Path, rows: list[dict], parts: int = 3) -> None:
-    stage = StagePaths(build, UPSTREAM).stage_dir
-    stage.mkdir(parents=True)
-    schema = stage_schema(None, [])
-    outputs = []
-    for index in range(parts):  # as every stage writes its parts: by doc_id hash, sorted by doc_id
-        path = stage / part_name("", index, parts)
-        members = sorted((row for row in rows if partition_of(row["doc_id"], parts) == index), key=itemgetter("doc_id"))
-        pq.write_table(pa.Table.from_pylist(members, schema=schema), path)
-        outputs.append(path)
-    write_marker(build, stage, UPSTREAM, "test", "test", {"documents": len(rows)}, outputs)
-
-
 def run_dedup(build: Path, workers: int = 1, **settings) -> dict[str, dict]:
     """Runs the stage on build's upstream; returns the stage's rows by doc_id."""
     mode = ({"direct_running_mode": "in_memory"} if workers == 1
@@ -70,7 +54,7 @@ def run_dedup(build: Path, workers: int = 1, **settings) -> dict[str, dict]:
 def demo(tmp_path_factory) -> tuple[Path, list[dict]]:
     root = tmp_path_factory.mktemp("demo")
     corpus = write_demo_corpus(root / "input", n_docs=600, seed=3)
-    write_upstream(root / "upstream", demo_records(corpus.root))
+    write_stage_output(UPSTREAM, root / "upstream", demo_records(corpus.root))
     return root / "upstream", read_ground_truth(corpus.ground_truth)
 
 
@@ -175,7 +159,8 @@ def test_key_range_passes_find_the_same_clusters(demo, demo_result, tmp_path):
 
 
 def test_key_ranges_split_the_keys_without_overlap():
-    keys = [exact_key("word " * i) for i in range(1, 200)] + [f"{band}:{exact_key('w ' * band)[:16]}" for band in range(20)]
+    keys = [exact_key("word " * i) for i in range(1, 200)]
+    keys += [f"{band}:{exact_key('w ' * band)[:16]}" for band in range(20)]
     owners = [[index for index in range(3) if dedup.in_pass(key, index, 3)] for key in keys]
     assert all(len(found) == 1 for found in owners)
     assert {found[0] for found in owners} == {0, 1, 2}
@@ -208,7 +193,7 @@ def distinct_rows(count: int = 40) -> list[dict]:
 def test_deep_clusters_take_more_pipelines(tmp_path, monkeypatch):
     """A path through every document (ids shuffled along it) needs several rounds, so several pipelines."""
     rows = distinct_rows()
-    write_upstream(tmp_path, rows)
+    write_stage_output(UPSTREAM, tmp_path, rows)
     config = DedupConfig(survivor="oldest_id", paragraphs={"enabled": False})
     nodes = [dedup.make_node(row, config) for row in rows]
     random.Random(1).shuffle(nodes)
@@ -241,6 +226,6 @@ def test_catalog_has_a_cluster_size_histogram(demo_result):
 def test_switches(tmp_path, settings, removed):
     rows = distinct_rows(30)
     rows += [dict(rows[0], doc_id="copy-0"), dict(rows[1], doc_id="copy-1", text=rows[1]["text"] + " more words")]
-    write_upstream(tmp_path, rows)
+    write_stage_output(UPSTREAM, tmp_path, rows)
     result = run_dedup(tmp_path, **settings)
     assert sorted((k, v["reason"], v["duplicate_of"]) for k, v in result.items() if not v["keep"]) == removed

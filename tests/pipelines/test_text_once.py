@@ -16,7 +16,7 @@ def part(build, stage):
 
 def test_only_ingest_stores_the_text(reference_build):
     assert "text" in pq.read_schema(part(reference_build, "ingest")).names
-    for stage in ("langid", "signals", "heuristics", "dedup", "quality"):
+    for stage in ("langid", "signals", "heuristics", "dedup", "decontaminate", "quality"):
         assert "text" not in pq.read_schema(part(reference_build, stage)).names, stage
         assert text_source(part(reference_build, stage)) == "ingest"
     rows = kept_rows(str(part(reference_build, "quality")))

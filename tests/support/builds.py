@@ -7,10 +7,15 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from datafactory.factory.catalog import build_catalog
 from datafactory.factory.config import load_config
+from datafactory.factory.markers import write_marker
+from datafactory.factory.records import stage_schema
+from datafactory.pipelines.common import StagePaths, part_name, partition_of
 
 TINY_TOKENIZE = {"seq_len": 64, "rows_per_shard": 64, "tokenizer": {"vocab_size": 4000}}
 IN_MEMORY = {"direct_running_mode": "in_memory"}
@@ -57,3 +62,20 @@ def copy_build(build: Path, out: Path) -> Path:
     shutil.copytree(build, out)
     build_catalog(out)
     return out
+
+
+def write_stage_output(stage: str, build: Path, rows: list[dict], parts: int = 3, fields: tuple[pa.Field, ...] = ()
+                       ) -> None:
+    """Rows (document columns and `fields`, every one kept) as `stage`'s finished output, so the next stage can run
+    alone: partitioned and sorted as every stage writes its parts, with a marker."""
+    stage_dir = StagePaths(build, stage).stage_dir
+    stage_dir.mkdir(parents=True)
+    schema = stage_schema(None, list(fields))
+    outputs = []
+    for index in range(parts):
+        path = stage_dir / part_name("", index, parts)
+        members = sorted((row for row in rows if partition_of(row["doc_id"], parts) == index),
+                         key=lambda row: row["doc_id"])
+        pq.write_table(pa.Table.from_pylist(members, schema=schema), path)
+        outputs.append(path)
+    write_marker(build, stage_dir, stage, "test", "test", {"documents": len(rows), "kept": len(rows)}, outputs)

@@ -1,0 +1,323 @@
+"""Decontamination: the n-grams of evaluation items in a compact index (sorted 64-bit hashes behind a bit-array
+prefilter, memory-mapped by every worker), and the share of an item a document contains (GPT-3's 13-gram rule,
+scored by how much of the item the matched n-grams cover, as OLMo's decon does)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datafactory.factory.atomic import temporary_name
+from datafactory.factory.config import DecontaminateConfig, EvalSetSpec
+from datafactory.filters.dedup import Tokens, text_chunks, tokenize, window_hashes
+from datafactory.filters.quality_train import open_bytes
+
+INDEX_VERSION = 1  # part of the index's address: a change of layout or hashing builds a new one
+PREFILTER_BITS_PER_ENTRY = 16  # ~6% of probes pass the bit array to the exact search
+
+
+class EvalSetError(ValueError):
+    """An eval set that cannot be read, with the file and the place in it named."""
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    eval_set: str
+    item_id: str
+    fields: tuple[str, ...]  # the text of each configured field, in the config's order
+
+
+def field_text(value: object) -> str:
+    """A field's text: lists (answer choices) and mappings joined by spaces, numbers written out."""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return " ".join(field_text(part) for part in value)
+    if isinstance(value, dict):
+        return " ".join(field_text(part) for part in value.values())
+    return str(value)
+
+
+def _records(path: Path) -> Iterator[tuple[str, object]]:
+    """(place, record) from Parquet (rows) or JSON Lines (optionally .gz / .zst)."""
+    if path.suffix == ".parquet":
+        number = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for record in batch.to_pylist():
+                yield f"row {number}", record
+                number += 1
+        return
+    with open_bytes(path) as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise EvalSetError(f"{path}: line {number}: not UTF-8 text") from None
+            except json.JSONDecodeError as err:
+                raise EvalSetError(f"{path}: line {number}: malformed JSON ({err.msg})") from None
+
+
+def read_eval_set(spec: EvalSetSpec, path: str | Path) -> list[EvalItem]:
+    """The items of one eval set; an item lacking a field has it empty, a field no item has is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalSetError(f"eval set {spec.name}: file not found: {path}")
+    items, seen = [], set()
+    try:
+        for place, record in _records(path):
+            if not isinstance(record, dict):
+                raise EvalSetError(f"{path}: {place}: not a JSON object")
+            seen |= record.keys()
+            item_id = record.get(spec.id_field)
+            items.append(EvalItem(spec.name, str(item_id) if item_id is not None else place,
+                                  tuple(field_text(record.get(name)) for name in spec.fields)))
+    except (OSError, pa.ArrowException) as err:
+        raise EvalSetError(f"{path}: unreadable ({err})") from None
+    if missing := [name for name in spec.fields if name not in seen] if items else []:
+        raise EvalSetError(f"{path}: no item has the field(s) {', '.join(missing)}; "
+                           f"fields found: {', '.join(sorted(seen)[:12])}")
+    return items
+
+
+def read_eval_sets(config: DecontaminateConfig, resolve) -> list[EvalItem]:
+    """Every configured eval set's items; `resolve` turns a config path into a file path."""
+    return [item for spec in config.eval_sets for item in read_eval_set(spec, resolve(spec.path))]
+
+
+def index_address(config: DecontaminateConfig, files_digest: str) -> str:
+    """The content address of the index: the eval sets' bytes and every setting the index depends on."""
+    settings = config.model_dump(include={"eval_sets", "ngram", "cjk_ngram", "min_words", "cjk_min_chars"})
+    blob = json.dumps({"version": INDEX_VERSION, "settings": settings, "files": files_digest}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------- the index
+
+
+def gram_lengths(tokens: Tokens, config: DecontaminateConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per text (an item's field): the length of its indexed windows (0: too short to mean anything), and whether it
+    must be matched whole. CJK-dominant texts count characters (cjk_ngram, cjk_min_chars); a text shorter than its
+    n-gram but at least the minimum is indexed in windows of the minimum and must be found whole."""
+    count = np.diff(tokens.bounds)
+    cjk = np.diff(np.r_[0, np.cumsum(tokens.cjk)][tokens.bounds]) * 2 > count
+    ngram = np.where(cjk, config.cjk_ngram, config.ngram)
+    minimum = np.where(cjk, config.cjk_min_chars, config.min_words)
+    whole = (count < ngram) & (count >= minimum)
+    return np.where(count >= ngram, ngram, np.where(whole, minimum, 0)).astype(np.uint32), whole
+
+
+@dataclass
+class ContaminationIndex:
+    """Every indexed window of every item field: `hashes` sorted, with the field and the window's first token in it
+    beside each; per field its item, token count and window length; a bit array over the top hash bits in front."""
+
+    hashes: np.ndarray  # uint64, sorted
+    entry_field: np.ndarray  # uint32
+    entry_position: np.ndarray  # uint32
+    field_item: np.ndarray  # uint32
+    field_tokens: np.ndarray  # uint32
+    field_gram: np.ndarray  # uint32: window length; a field shorter than its n-gram is matched whole
+    field_whole: np.ndarray  # bool
+    prefilter: np.ndarray  # uint8 bit array of 2**bits bits
+    items: pa.Table  # eval_set, item_id
+
+    ARRAYS = ("hashes", "entry_field", "entry_position", "field_item", "field_tokens", "field_gram", "field_whole",
+              "prefilter")
+
+    @property
+    def bits(self) -> int:
+        return int(len(self.prefilter) * 8).bit_length() - 1
+
+    @property
+    def lengths(self) -> list[int]:
+        return sorted({int(length) for length in np.unique(self.field_gram)} - {0})
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in self.ARRAYS)
+
+    def facts(self) -> dict:
+        """What the stage's marker records of the index: items per eval set, entries, bytes, the prefilter's size."""
+        sets = self.items.column("eval_set").value_counts().to_pylist()
+        return {"items": {entry["values"]: entry["counts"] for entry in sets}, "entries": len(self.hashes),
+                "bytes": self.nbytes, "bytes_per_item": round(self.nbytes / max(len(self.items), 1)),
+                "prefilter_bits": self.bits}
+
+    @classmethod
+    def build(cls, items: list[EvalItem], config: DecontaminateConfig) -> ContaminationIndex:
+        texts = [text for item in items for text in item.fields]
+        field_item = np.repeat(np.arange(len(items), dtype=np.uint32), [len(item.fields) for item in items])
+        parts = [cls._field_windows(texts[start:stop], start, config) for start, stop in text_chunks(texts)]
+        dtypes = (np.uint64, np.uint32, np.uint32, np.uint32, bool, np.uint32)
+        hashes, fields, positions, grams, whole, counts = (
+            np.concatenate([part[i] for part in parts]) if parts else np.zeros(0, dtype)
+            for i, dtype in enumerate(dtypes))
+        order = np.argsort(hashes, kind="stable")
+        table = pa.table({"eval_set": pa.array([item.eval_set for item in items], pa.string()),
+                          "item_id": pa.array([item.item_id for item in items], pa.string())})
+        return cls(hashes[order], fields[order], positions[order], field_item, counts, grams, whole,
+                   _prefilter(hashes), table)
+
+    @staticmethod
+    def _field_windows(texts: list[str], first: int, config: DecontaminateConfig) -> tuple[np.ndarray, ...]:
+        """The windows of a chunk of field texts (hashes, field ordinals, positions) and per field its window
+        length, whether it is matched whole, and its token count."""
+        tokens = tokenize(texts)
+        grams, whole = gram_lengths(tokens, config)
+        owner = np.repeat(np.arange(len(texts)), np.diff(tokens.bounds))
+        found = [[], [], []]
+        for length in sorted(set(grams.tolist()) - {0}):
+            hashes = window_hashes(tokens.hashes, length)
+            starts = np.arange(len(hashes))
+            inside = owner[: len(hashes)]
+            fits = (grams[inside] == length) & (starts + length <= tokens.bounds[inside + 1])
+            chosen = np.flatnonzero(fits)
+            found[0].append(hashes[chosen])
+            found[1].append((owner[chosen] + first).astype(np.uint32))
+            found[2].append((chosen - tokens.bounds[owner[chosen]]).astype(np.uint32))
+        arrays = [np.concatenate(column) if column else np.zeros(0, dtype)
+                  for column, dtype in zip(found, (np.uint64, np.uint32, np.uint32), strict=True)]
+        return (*arrays, grams, whole, np.diff(tokens.bounds).astype(np.uint32))
+
+    def save(self, directory: Path) -> Path:
+        """Written whole under a temporary name, then renamed: a reader sees the complete index or none."""
+        if directory.is_dir():
+            return directory
+        tmp = temporary_name(directory)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            for name in self.ARRAYS:
+                np.save(tmp / f"{name}.npy", getattr(self, name))
+            pq.write_table(self.items, tmp / "items.parquet")
+            os.replace(tmp, directory)
+        except OSError:
+            if not directory.is_dir():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> ContaminationIndex:
+        """Memory-mapped: the workers of one machine share the index's pages."""
+        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in cls.ARRAYS}
+        return cls(**arrays, items=pq.read_table(directory / "items.parquet"))
+
+    # ----------------------------------------------------------------------- matching
+
+    def may_contain(self, hashes: np.ndarray) -> np.ndarray:
+        slot = hashes >> np.uint64(64 - self.bits)
+        return (self.prefilter[slot >> np.uint64(3)] >> (slot & np.uint64(7)).astype(np.uint8)) & 1 == 1
+
+    def hits(self, tokens: Tokens) -> Iterator[tuple[int, int, int, int]]:
+        """(window start token, window length, field, position in the field) of every indexed window in the tokens
+        that lies within one text."""
+        owner_end = np.repeat(tokens.bounds[1:], np.diff(tokens.bounds))
+        for length in self.lengths:
+            hashes = window_hashes(tokens.hashes, length)
+            within = np.arange(len(hashes)) + length <= owner_end[: len(hashes)]
+            candidates = np.flatnonzero(self.may_contain(hashes) & within)
+            left = np.searchsorted(self.hashes, hashes[candidates], side="left")
+            right = np.searchsorted(self.hashes, hashes[candidates], side="right")
+            for start, low, high in zip(candidates[right > left].tolist(), left[right > left].tolist(),
+                                        right[right > left].tolist(), strict=True):
+                for entry in range(low, high):
+                    field = int(self.entry_field[entry])
+                    if int(self.field_gram[field]) == length:
+                        yield start, length, field, int(self.entry_position[entry])
+
+
+def _prefilter(hashes: np.ndarray) -> np.ndarray:
+    bits = int(np.clip(np.ceil(np.log2(max(len(hashes), 1) * PREFILTER_BITS_PER_ENTRY)), 16, 34))
+    array = np.zeros(1 << (bits - 3), dtype=np.uint8)
+    slot = hashes >> np.uint64(64 - bits)
+    slot = np.unique(slot)
+    bit = np.uint8(1) << (slot & np.uint64(7)).astype(np.uint8)
+    np.bitwise_or.at(array, (slot >> np.uint64(3)).astype(np.int64), bit)
+    return array
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one document holds of the eval sets: the item it overlaps most (contaminating items first), that
+    overlap (share of the item field's tokens covered by matched windows), whether it contaminates the document,
+    and the character spans of the windows that matched contaminating items."""
+
+    score: float = 0.0
+    item: int | None = None
+    contaminated: bool = False
+    spans: tuple[tuple[int, int], ...] = ()
+
+
+CLEAN = Finding()
+
+
+class Decontaminator:
+    """Judges batches of documents against a ContaminationIndex."""
+
+    def __init__(self, index: ContaminationIndex, config: DecontaminateConfig) -> None:
+        self.index, self.config = index, config
+
+    def findings(self, texts: list[str]) -> list[Finding]:
+        found: list[Finding] = []
+        for start, stop in text_chunks(texts):
+            found += self._findings(texts[start:stop])
+        return found
+
+    def _findings(self, texts: list[str]) -> list[Finding]:
+        tokens = tokenize(texts)
+        owner = np.repeat(np.arange(len(texts)), np.diff(tokens.bounds))
+        hits: dict[int, dict[int, list[tuple[int, int, int]]]] = {}  # text -> field -> (position, start, length)
+        for start, length, field, position in self.index.hits(tokens):
+            hits.setdefault(int(owner[start]), {}).setdefault(field, []).append((position, start, length))
+        return [self._judge(hits[text], tokens, text) if text in hits else CLEAN for text in range(len(texts))]
+
+    def _judge(self, fields: dict[int, list[tuple[int, int, int]]], tokens: Tokens, text: int) -> Finding:
+        ranked, spans = [], []
+        for field, windows in fields.items():
+            covered = np.zeros(int(self.index.field_tokens[field]), dtype=bool)
+            for position, _, length in windows:
+                covered[position : position + length] = True
+            score = float(covered.mean())
+            whole = bool(self.index.field_whole[field])
+            contaminates = score >= 1.0 if whole else score >= self.config.min_overlap
+            item = int(self.index.field_item[field])
+            ranked.append((contaminates, score, -item))
+            if contaminates:
+                offset = int(tokens.offsets[text])
+                spans += [(int(tokens.starts[start]) - offset, int(tokens.ends[start + length - 1]) - offset)
+                          for _, start, length in windows]
+        contaminated, score, item = max(ranked)  # ties: the first item
+        return Finding(score, -item, contaminated, tuple(sorted(spans)))
+
+
+def remove_spans(text: str, spans: tuple[tuple[int, int], ...], margin: int) -> tuple[str, int]:
+    """The text without the spans, each widened by `margin` characters on both sides (GPT-3's janitor cuts 200);
+    the pieces left are joined by newlines. Returns the new text and the number of characters cut."""
+    merged: list[list[int]] = []
+    for start, end in sorted((max(0, start - margin), min(len(text), end + margin)) for start, end in spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    pieces, last = [], 0
+    for start, end in merged:
+        pieces.append(text[last:start])
+        last = end
+    pieces.append(text[last:])
+    return "\n".join(piece.strip() for piece in pieces if piece.strip()), sum(end - start for start, end in merged)
