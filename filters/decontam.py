@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,7 @@ class ContaminationIndex:
     def bits(self) -> int:
         return int(len(self.prefilter) * 8).bit_length() - 1
 
-    @property
+    @cached_property
     def lengths(self) -> list[int]:
         return sorted({int(length) for length in np.unique(self.field_gram)} - {0})
 
@@ -177,8 +178,8 @@ class ContaminationIndex:
         grams, whole = gram_lengths(tokens, config)
         owner = np.repeat(np.arange(len(texts)), np.diff(tokens.bounds))
         found = [[], [], []]
-        for length in sorted(set(grams.tolist()) - {0}):
-            hashes = window_hashes(tokens.hashes, length)
+        lengths = sorted(set(grams.tolist()) - {0})
+        for length, hashes in zip(lengths, window_hashes(tokens.hashes, lengths), strict=True):
             starts = np.arange(len(hashes))
             inside = owner[: len(hashes)]
             fits = (grams[inside] == length) & (starts + length <= tokens.bounds[inside + 1])
@@ -221,22 +222,35 @@ class ContaminationIndex:
         slot = hashes >> np.uint64(64 - self.bits)
         return (self.prefilter[slot >> np.uint64(3)] >> (slot & np.uint64(7)).astype(np.uint8)) & 1 == 1
 
-    def hits(self, tokens: Tokens) -> Iterator[tuple[int, int, int, int]]:
-        """(window start token, window length, field, position in the field) of every indexed window in the tokens
-        that lies within one text."""
+    def hits(self, tokens: Tokens) -> Hits:
+        """Every indexed window found in the tokens within one text."""
         owner_end = np.repeat(tokens.bounds[1:], np.diff(tokens.bounds))
-        for length in self.lengths:
-            hashes = window_hashes(tokens.hashes, length)
+        found = []
+        for length, hashes in zip(self.lengths, window_hashes(tokens.hashes, self.lengths), strict=True):
             within = np.arange(len(hashes)) + length <= owner_end[: len(hashes)]
             candidates = np.flatnonzero(self.may_contain(hashes) & within)
-            left = np.searchsorted(self.hashes, hashes[candidates], side="left")
-            right = np.searchsorted(self.hashes, hashes[candidates], side="right")
-            for start, low, high in zip(candidates[right > left].tolist(), left[right > left].tolist(),
-                                        right[right > left].tolist(), strict=True):
-                for entry in range(low, high):
-                    field = int(self.entry_field[entry])
-                    if int(self.field_gram[field]) == length:
-                        yield start, length, field, int(self.entry_position[entry])
+            low = np.searchsorted(self.hashes, hashes[candidates], side="left")
+            high = np.searchsorted(self.hashes, hashes[candidates], side="right")
+            repeats = high - low  # entries per window: 0 for the prefilter's false positives, 1 almost always else
+            entries = np.repeat(low - np.r_[0, np.cumsum(repeats)[:-1]], repeats) + np.arange(repeats.sum())
+            starts = np.repeat(candidates, repeats)
+            fields = np.asarray(self.entry_field[entries], dtype=np.int64)
+            same = np.asarray(self.field_gram[fields]) == length  # a hash collision across lengths is no hit
+            found.append(Hits(starts[same], np.full(same.sum(), length), fields[same],
+                              np.asarray(self.entry_position[entries[same]], dtype=np.int64)))
+        empty = np.zeros(0, dtype=np.int64)  # an index without windows (no eval set) finds nothing
+        return Hits(*(np.concatenate([empty] + [getattr(hits, name) for hits in found])
+                      for name in Hits.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Indexed windows found in a batch's tokens: where each starts, its length, its field, its place in the field."""
+
+    start: np.ndarray
+    length: np.ndarray
+    field: np.ndarray
+    position: np.ndarray
 
 
 def _prefilter(hashes: np.ndarray) -> np.ndarray:
@@ -256,7 +270,7 @@ def _prefilter(hashes: np.ndarray) -> np.ndarray:
 class Finding:
     """What one document holds of the eval sets: the item it overlaps most (contaminating items first), that
     overlap (share of the item field's tokens covered by matched windows), whether it contaminates the document,
-    and the character spans of the windows that matched contaminating items."""
+    and, in remove_span mode, the character spans of the windows that matched contaminating items."""
 
     score: float = 0.0
     item: int | None = None
@@ -281,29 +295,44 @@ class Decontaminator:
 
     def _findings(self, texts: list[str]) -> list[Finding]:
         tokens = tokenize(texts)
-        owner = np.repeat(np.arange(len(texts)), np.diff(tokens.bounds))
-        hits: dict[int, dict[int, list[tuple[int, int, int]]]] = {}  # text -> field -> (position, start, length)
-        for start, length, field, position in self.index.hits(tokens):
-            hits.setdefault(int(owner[start]), {}).setdefault(field, []).append((position, start, length))
-        return [self._judge(hits[text], tokens, text) if text in hits else CLEAN for text in range(len(texts))]
+        hits = self.index.hits(tokens)
+        if not len(hits.start):
+            return [CLEAN] * len(texts)
+        owner = np.repeat(np.arange(len(texts)), np.diff(tokens.bounds))[hits.start]
+        order = np.lexsort((hits.position, hits.field, owner))
+        owner, field, position, length = owner[order], hits.field[order], hits.position[order], hits.length[order]
+        group = np.r_[True, (owner[1:] != owner[:-1]) | (field[1:] != field[:-1])]
+        # union of the windows [position, position + length) per (document, field): each window adds what it
+        # reaches past the previous one (windows of one field share a length)
+        reach = np.where(group, length, np.minimum(length, np.diff(position, prepend=0)))
+        starts = np.flatnonzero(group)
+        covered = np.add.reduceat(reach, starts)
+        group_field, group_owner = field[starts], owner[starts]
+        score = np.minimum(covered / np.asarray(self.index.field_tokens[group_field]), 1.0)
+        whole = np.asarray(self.index.field_whole[group_field])
+        contaminates = np.where(whole, score >= 1.0, score >= self.config.min_overlap)
+        item = np.asarray(self.index.field_item[group_field], dtype=np.int64)
+        best = np.lexsort((-item, score, contaminates, group_owner))  # per document, its best group comes last
+        last = np.r_[group_owner[best][1:] != group_owner[best][:-1], True]
+        results = [CLEAN] * len(texts)
+        window_group = np.cumsum(group) - 1
+        for chosen in best[last].tolist():
+            text = int(group_owner[chosen])
+            spans: tuple[tuple[int, int], ...] = ()
+            if contaminates[chosen] and self.config.mode == "remove_span":
+                spans = self._spans(tokens, text, hits.start[order], length,
+                                    (owner == text) & contaminates[window_group])
+            results[text] = Finding(float(score[chosen]), int(item[chosen]), bool(contaminates[chosen]), spans)
+        return results
 
-    def _judge(self, fields: dict[int, list[tuple[int, int, int]]], tokens: Tokens, text: int) -> Finding:
-        ranked, spans = [], []
-        for field, windows in fields.items():
-            covered = np.zeros(int(self.index.field_tokens[field]), dtype=bool)
-            for position, _, length in windows:
-                covered[position : position + length] = True
-            score = float(covered.mean())
-            whole = bool(self.index.field_whole[field])
-            contaminates = score >= 1.0 if whole else score >= self.config.min_overlap
-            item = int(self.index.field_item[field])
-            ranked.append((contaminates, score, -item))
-            if contaminates:
-                offset = int(tokens.offsets[text])
-                spans += [(int(tokens.starts[start]) - offset, int(tokens.ends[start + length - 1]) - offset)
-                          for _, start, length in windows]
-        contaminated, score, item = max(ranked)  # ties: the first item
-        return Finding(score, -item, contaminated, tuple(sorted(spans)))
+    @staticmethod
+    def _spans(tokens: Tokens, text: int, starts: np.ndarray, lengths: np.ndarray, chosen: np.ndarray
+               ) -> tuple[tuple[int, int], ...]:
+        """Character spans, within its text, of the chosen windows."""
+        offset = int(tokens.offsets[text])
+        first, last = starts[chosen], starts[chosen] + lengths[chosen] - 1
+        return tuple(sorted(zip((tokens.starts[first] - offset).tolist(), (tokens.ends[last] - offset).tolist(),
+                                strict=True)))
 
 
 def remove_spans(text: str, spans: tuple[tuple[int, int], ...], margin: int) -> tuple[str, int]:

@@ -254,17 +254,19 @@ def tokenize(texts: list[str], fold: np.ndarray | None = None, classes: np.ndarr
 _LENGTH_MIX = 0xD6E8FEB86659FD93  # mixed into a window's hash with its length: windows of two lengths never match
 
 
-def window_hashes(token_hashes: np.ndarray, length: int) -> np.ndarray:
-    """A 64-bit hash of every run of `length` consecutive tokens (len(token_hashes) - length + 1 of them): the
-    tokens' polynomial in _BASE, from prefix sums, so each window costs the same whatever its length."""
-    count = len(token_hashes) - length + 1
-    if count <= 0:
-        return np.zeros(0, dtype=np.uint64)
+def window_hashes(token_hashes: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
+    """For each length, a 64-bit hash of every run of that many consecutive tokens (len(token_hashes) - length + 1
+    of them): the tokens' polynomial in _BASE, from one set of prefix sums, so a window costs the same whatever its
+    length; the length is mixed in, so runs of two lengths never share a hash."""
     powers, inverses = _powers(len(token_hashes))
     prefix = np.zeros(len(token_hashes) + 1, dtype=np.uint64)
     np.cumsum(token_hashes * powers, out=prefix[1:])
-    windows = (prefix[length:] - prefix[:count]) * inverses[:count]
-    return _fmix64(windows ^ np.uint64((length * _LENGTH_MIX) & _MASK))
+    hashes = []
+    for length in lengths:
+        count = max(0, len(token_hashes) - length + 1)
+        windows = (prefix[length : length + count] - prefix[:count]) * inverses[:count]
+        hashes.append(_fmix64(windows ^ np.uint64((length * _LENGTH_MIX) & _MASK)))
+    return hashes
 
 
 def text_chunks(texts: list[str]) -> list[tuple[int, int]]:

@@ -76,7 +76,7 @@ def test_short_fields_must_be_found_whole():
 
 def test_spans_are_cut_with_their_margin_and_merged():
     text = "a" * 300 + " " + QUESTION + " " + "b" * 300
-    finding = judge([text], [item(QUESTION)])[0]
+    finding = judge([text], [item(QUESTION)], mode="remove_span")[0]
     start, end = finding.spans[0][0], finding.spans[-1][1]
     assert text[start:end].startswith("Which") and text[start:end].endswith("quays")
     cut, removed = remove_spans(text, finding.spans, margin=200)
