@@ -3,7 +3,7 @@ rule) and a datatrove-style 12-gram any-hit rule, in one run; the matching speed
 
     .venv-bench/bin/uv pip install --python .venv-bench/bin/python --no-deps lm-eval==0.4.13   (once; Janitor is stdlib)
     .venv/bin/python benchmarks/decontamination.py [--data ../shared/data] [--items 100000]
-        [--peer-python .venv-bench/bin/python]
+        [--peer-python .venv-bench/bin/python] [--write-items FILE: only write the items, for scale.py --eval-set]
 
 Eval items: questions cut from the Wikipedia pages of `quality_labelled.jsonl` (English, and Chinese from CMRC 2018's
 zhwiki contexts): 20-45 words, or 30-70 characters, with the 1-5 words (2-8 characters) after them as the answer;
@@ -54,7 +54,7 @@ def cut_items(data: Path, count: int, rng: random.Random) -> list[dict]:
         low, high, answer_low, answer_high = (20, 45, 1, 5) if lang == "en" else (30, 70, 2, 8)
         join = " ".join if lang == "en" else "".join
         room = sum(max(0, len(unit) - high - answer_high) for unit in units)
-        stride = max(1, room // (count // 2))
+        stride = max(1, room // count)  # twice the windows needed: some are skipped, the rest sampled
         for page, unit in enumerate(units):
             for start in range(0, len(unit) - high - answer_high, stride):
                 size, answer = rng.randint(low, high), rng.randint(answer_low, answer_high)
@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--items", type=int, default=100_000, help="eval items in the index (half per language)")
     parser.add_argument("--peer-python", default=".venv-bench/bin/python", help="python with lm-eval installed")
+    parser.add_argument("--write-items", type=Path, help="only write the eval items as JSONL here (for scale.py)")
     parser.add_argument("--janitor", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.janitor:
@@ -201,6 +202,10 @@ def main() -> None:
         return
     rng = random.Random(0)
     items = cut_items(args.data, args.items, rng)
+    if args.write_items:
+        args.write_items.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items),
+                                    encoding="utf-8")
+        return
     documents = planted_documents(args.data, items, rng)
     megabytes = sum(len(doc["text"].encode()) for doc in documents) / 1e6
     print(f"{len(items):,} items; {len(documents):,} documents, {megabytes:.1f} MB; core: {pin_to_one_core()}")

@@ -136,6 +136,8 @@ def stage_seconds(output: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="30,120,500", help="input sizes in MB, comma-separated")
+    parser.add_argument("--eval-set", type=Path, help="JSONL eval items (question, answer) for the decontaminate stage "
+                        "(`benchmarks/decontamination.py --write-items` makes one)")
     add_workspace_arguments(parser)
     args = parser.parse_args()
     records = load_records(args.data)
@@ -150,7 +152,11 @@ def main() -> None:
             folder.mkdir(parents=True, exist_ok=True)
             megabytes = write_corpus(records, folder, size) / 1e6
             config = folder / "build.yaml"
-            config.write_text(yaml.safe_dump({"inputs": [{"path": "web-*.jsonl", "source": "web"}]}))
+            settings = {"inputs": [{"path": "web-*.jsonl", "source": "web"}]}
+            if args.eval_set:
+                settings["decontaminate"] = {"eval_sets": [{"path": str(args.eval_set.resolve()), "name": "bench",
+                                                            "fields": ["question", "answer"]}]}
+            config.write_text(yaml.safe_dump(settings))
             seconds, peaks, output = run_build(config, root / f"build-{size:g}")
             peak = max(peaks.values())
             rows.append((megabytes, seconds, peak / 2**30))

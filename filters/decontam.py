@@ -21,6 +21,7 @@ from datafactory.factory.atomic import temporary_name
 from datafactory.factory.config import DecontaminateConfig, EvalSetSpec
 from datafactory.filters.dedup import Tokens, text_chunks, tokenize, window_hashes
 from datafactory.filters.quality_train import open_bytes
+from datafactory.filters.text import CJK_DOMINANT_RATIO
 
 INDEX_VERSION = 1  # part of the index's address: a change of layout or hashing builds a new one
 PREFILTER_BITS_PER_ENTRY = 16  # ~6% of probes pass the bit array to the exact search
@@ -111,7 +112,9 @@ def gram_lengths(tokens: Tokens, config: DecontaminateConfig) -> tuple[np.ndarra
     must be matched whole. CJK-dominant texts count characters (cjk_ngram, cjk_min_chars); a text shorter than its
     n-gram but at least the minimum is indexed in windows of the minimum and must be found whole."""
     count = np.diff(tokens.bounds)
-    cjk = np.diff(np.r_[0, np.cumsum(tokens.cjk)][tokens.bounds]) * 2 > count
+    cjk_points = np.diff(np.r_[0, np.cumsum(tokens.cjk)][tokens.bounds])  # a CJK token is one code point
+    token_points = np.diff(np.r_[0, np.cumsum(tokens.ends - tokens.starts)][tokens.bounds])
+    cjk = cjk_points > token_points * CJK_DOMINANT_RATIO  # the shingler's rule (filters.text.is_cjk_dominant)
     ngram = np.where(cjk, config.cjk_ngram, config.ngram)
     minimum = np.where(cjk, config.cjk_min_chars, config.min_words)
     whole = (count < ngram) & (count >= minimum)

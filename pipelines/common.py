@@ -203,13 +203,45 @@ def write_run(rows: list[dict], order: Callable[[dict], object], schema: pa.Sche
     return str(path)
 
 
-def merge_runs(paths: Iterable[str], order: Callable[[dict], object]) -> Iterator[dict]:
-    """The rows of sorted runs in one ``order``, streamed: a k-way merge holding a row group of each run."""
-    def rows(path: str) -> Iterator[dict]:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=RUN_ROWS):
-            yield from batch.to_pylist()
+MERGE_FAN_IN = 32  # runs one merge reads at once; more are merged in groups into longer runs first
 
-    return heapq.merge(*(rows(path) for path in sorted(paths)), key=order)
+
+def merge_runs(paths: Iterable[str], order: Callable[[dict], object]) -> Iterator[dict]:
+    """The rows of sorted runs in one ``order``, streamed: a k-way merge holding one row group of each run. Past
+    MERGE_FAN_IN runs, groups of them are first merged into longer runs beside them (cleared with the runs), so what a
+    merge holds stays bounded however many runs a large input made."""
+    paths = sorted(paths)
+    level = 0
+    while len(paths) > MERGE_FAN_IN:
+        groups = [paths[start : start + MERGE_FAN_IN] for start in range(0, len(paths), MERGE_FAN_IN)]
+        paths = [_merge_into_run(group, order, level, number) for number, group in enumerate(groups)]
+        level += 1
+    return _merge(paths, order)
+
+
+def _merge(paths: list[str], order: Callable[[dict], object]) -> Iterator[dict]:
+    def rows(path: str) -> Iterator[dict]:
+        runs = pq.ParquetFile(path)
+        for group in range(runs.num_row_groups):  # one row group at a time: iter_batches would read ahead
+            yield from runs.read_row_group(group).to_pylist()
+
+    return heapq.merge(*(rows(path) for path in paths), key=order)
+
+
+def _merge_into_run(paths: list[str], order: Callable[[dict], object], level: int, number: int) -> str:
+    first = Path(paths[0])
+    target = first.with_name(f"{first.stem}.merged-{level}-{number}.parquet")
+    schema = pq.read_schema(first)
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        batch: list[dict] = []
+        for row in _merge(paths, order):
+            batch.append(row)
+            if len(batch) == RUN_ROWS:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                batch = []
+        if batch:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+    return str(target)
 
 
 def kept_rows(path: str) -> pa.Table:

@@ -6,11 +6,13 @@ Grouping is Beam GroupByKeys only; clusters come from large-star / small-star ro
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import apache_beam as beam
 import duckdb
@@ -46,7 +48,6 @@ from datafactory.pipelines.common import (
     read_kept_batches,
     run_beam,
     run_stage,
-    write_parquet_atomic,
     write_part,
 )
 from datafactory.pipelines.components import (
@@ -111,25 +112,25 @@ def in_pass(key: str, index: int, passes: int) -> bool:
 
 
 class SignatureStore:
-    """MinHash signatures saved by KeysOfPart, one .npy per upstream part, read back memory-mapped by ordinal
-    (part << 32 | row): verification looks them up instead of shuffling them."""
+    """MinHash signatures written by KeysOfPart, one raw uint32 file per upstream part (a row per document, appended
+    a batch at a time), read back memory-mapped by ordinal (part << 32 | row): verification looks them up instead of
+    shuffling them."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path, num_perm: int) -> None:
+        self.directory, self.num_perm = directory, num_perm
         self.parts: dict[int, np.ndarray] = {}
 
     @staticmethod
     def ordinal(part: int, row: int) -> int:
         return part << 32 | row
 
-    def save(self, part: int, signatures: np.ndarray) -> None:
-        with atomic_path(self.directory / f"{part}.npy") as tmp, open(tmp, "wb") as out:
-            np.save(out, signatures)
+    def path(self, part: int) -> Path:
+        return self.directory / f"{part}.u32"
 
     def __getitem__(self, ordinal: int) -> np.ndarray:
         part = ordinal >> 32
         if part not in self.parts:
-            self.parts[part] = np.load(self.directory / f"{part}.npy", mmap_mode="r")
+            self.parts[part] = np.memmap(self.path(part), dtype=np.uint32, mode="r").reshape(-1, self.num_perm)
         return self.parts[part][ordinal & 0xFFFFFFFF]
 
 
@@ -137,8 +138,9 @@ KEYS_SCHEMA = pa.schema([("node", pa.string()), ("ordinal", pa.int64()), ("bands
 
 
 class KeysOfPart(beam.DoFn):
-    """One upstream part's documents as dedup keys (node, ordinal, LSH band keys), their signatures saved for
-    verification; `spill` writes the keys to Parquet for the key-range passes instead of emitting them."""
+    """One upstream part's documents as dedup keys (node, ordinal, LSH band keys), a batch at a time, their
+    signatures saved for verification; `spill` writes the keys to Parquet for the key-range passes instead of
+    emitting them. Either way a worker holds one batch, not the part."""
 
     def __init__(self, config: DedupConfig, parts: list[str], work: Path, spill: bool) -> None:
         self.config, self.parts, self.work, self.spill = config, parts, work, spill
@@ -149,28 +151,55 @@ class KeysOfPart(beam.DoFn):
 
     def process(self, path: str) -> Iterable[dict]:
         part = self.parts.index(path)
-        keys, signatures = [], []
-        for batch in iter_kept_batches(Path(path), 256):  # MinHash runs a batch at a time
-            batch_signatures = self.hasher.signatures([row["text"] for row in batch]) if self.hasher else None
-            for offset, row in enumerate(batch):
-                bands = [] if batch_signatures is None else band_keys(batch_signatures[offset], self.bands, self.rows)
-                keys.append({"node": make_node(row, self.config), "ordinal": SignatureStore.ordinal(part, len(keys)),
-                             "bands": bands})
-            if batch_signatures is not None:
-                signatures.append(batch_signatures)
-        if self.config.minhash and self.config.verify:
-            empty = np.empty((0, self.config.num_perm), dtype=np.uint32)
-            SignatureStore(self.work / "signatures").save(part, np.concatenate(signatures) if signatures else empty)
-        if not self.spill:
-            yield from keys
-        elif keys:
-            write_parquet_atomic(pa.Table.from_pylist(keys, schema=KEYS_SCHEMA), self.work / "keys" / f"{part}.parquet")
+        verify = self.config.minhash and self.config.verify
+        store = SignatureStore(self.work / "signatures", self.config.num_perm)
+        with contextlib.ExitStack() as files:
+            signatures = files.enter_context(self.atomic_file(store.path(part))) if verify else None
+            keys_file = self.work / "keys" / f"{part}.parquet"
+            writer = files.enter_context(self.keys_writer(keys_file)) if self.spill else None
+            row = 0
+            for batch, batch_signatures in self.signed_batches(Path(path)):
+                keys = []
+                for offset, document in enumerate(batch):
+                    bands = [] if batch_signatures is None else band_keys(batch_signatures[offset], self.bands,
+                                                                          self.rows)
+                    keys.append({"node": make_node(document, self.config),
+                                 "ordinal": SignatureStore.ordinal(part, row + offset), "bands": bands})
+                row += len(batch)
+                if signatures is not None:
+                    signatures.write(np.ascontiguousarray(batch_signatures, dtype=np.uint32).tobytes())
+                if writer is None:
+                    yield from keys
+                else:
+                    writer.write_table(pa.Table.from_pylist(keys, schema=KEYS_SCHEMA))
+
+    def signed_batches(self, part: Path) -> Iterator[tuple[list[dict], np.ndarray | None]]:
+        for batch in iter_kept_batches(part, 256):  # MinHash runs a batch at a time
+            yield batch, self.hasher.signatures([row["text"] for row in batch]) if self.hasher else None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def atomic_file(path: Path) -> Iterator[BinaryIO]:
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            yield out
+
+    @staticmethod
+    @contextlib.contextmanager
+    def keys_writer(path: Path) -> Iterator[pq.ParquetWriter]:
+        with atomic_path(path) as tmp, pq.ParquetWriter(tmp, KEYS_SCHEMA, compression="zstd") as writer:
+            yield writer
+
+
+def keys_of_file(path: str) -> Iterator[dict]:
+    """A spilled keys file's rows, a row group at a time."""
+    keys = pq.ParquetFile(path)
+    for group in range(keys.num_row_groups):
+        yield from keys.read_row_group(group).to_pylist()
 
 
 def read_keys(pipeline: beam.Pipeline, directory: Path) -> beam.PCollection:
     files = [str(path) for path in sorted(directory.glob("*.parquet"))]
-    return (pipeline | "KeyFiles" >> beam.Create(files)
-            | "ReadKeys" >> beam.FlatMap(lambda path: pq.read_table(path).to_pylist()))
+    return pipeline | "KeyFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(keys_of_file)
 
 
 def exact_pairs(key: dict, index: int, passes: int) -> Iterable[tuple[str, str]]:
@@ -194,11 +223,11 @@ class BucketEdges(beam.DoFn):
     """A star over each LSH bucket, centred on its smallest node; with verification, only the members whose estimated
     Jaccard with the centre (share of equal signature values) reaches the threshold."""
 
-    def __init__(self, signatures: Path | None, threshold: float) -> None:
-        self.signatures, self.threshold = signatures, threshold
+    def __init__(self, signatures: Path | None, threshold: float, num_perm: int) -> None:
+        self.signatures, self.threshold, self.num_perm = signatures, threshold, num_perm
 
     def setup(self) -> None:
-        self.store = SignatureStore(self.signatures) if self.signatures else None
+        self.store = SignatureStore(self.signatures, self.num_perm) if self.signatures else None
 
     def process(self, element: tuple[str, Iterable[tuple[str, int]]]) -> Iterable[Edge]:
         members = list(element[1])
@@ -223,7 +252,8 @@ def graph_edges(keys: beam.PCollection, config: DedupConfig, work: Path, index: 
         signatures = work / "signatures" if config.verify else None
         edge_sets.append(keys | "BandKeys" >> beam.FlatMap(band_pairs, index, passes)
                          | "GroupBands" >> beam.GroupByKey()
-                         | "BucketEdges" >> beam.ParDo(BucketEdges(signatures, config.verify_threshold)))
+                         | "BucketEdges" >> beam.ParDo(BucketEdges(signatures, config.verify_threshold,
+                                                                 config.num_perm)))
     if not edge_sets:
         return keys.pipeline | "NoEdges" >> beam.Create([])
     return tuple(edge_sets) | "AllEdges" >> beam.Flatten() | "DistinctEdges" >> beam.Distinct()
