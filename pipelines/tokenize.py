@@ -51,6 +51,8 @@ SCHEMA = pa.schema(
         ("bucket", pa.string()),
         ("n_tokens", pa.int64()),
         ("shard", pa.string()),
+        ("first_row", pa.int32()),  # the shard row holding the document's first token (its bos)
+        ("offset", pa.int32()),  # that token's position in the row: (shard, row, position) -> doc_id, no re-tokenizing
         ("keep", pa.bool_()),
         ("reason", pa.string()),
     ]
@@ -149,18 +151,19 @@ class Packer:
         self.members: list[tuple[dict, int, int]] = []  # (document, its token count, its start in the buffer)
         self.held = 0
 
-    def add(self, doc: dict, ids: np.ndarray) -> Iterable[tuple[ShardRows, list[tuple[dict, int]]]]:
+    def add(self, doc: dict, ids: np.ndarray) -> Iterable[tuple[ShardRows, list[tuple[dict, int, int]]]]:
         self.members.append((doc, len(ids), self.held))
         self.pieces += [np.array([self.bos], np.uint32), ids.astype(np.uint32), np.array([self.eos], np.uint32)]
         self.held += len(ids) + 2
         while self.held >= self.block:
             yield self.cut(self.block)
 
-    def finish(self) -> Iterable[tuple[ShardRows, list[tuple[dict, int]]]]:
+    def finish(self) -> Iterable[tuple[ShardRows, list[tuple[dict, int, int]]]]:
         if self.held:
             yield self.cut(self.held)
 
-    def cut(self, size: int) -> tuple[ShardRows, list[tuple[dict, int]]]:
+    def cut(self, size: int) -> tuple[ShardRows, list[tuple[dict, int, int]]]:
+        """The first `size` tokens as rows, with their documents: (document, token count, start in the block)."""
         flat = np.concatenate(self.pieces)
         inside = [member for member in self.members if member[2] < size]
         rows = rows_of(flat[:size], [start for _, _, start in inside], self.width, self.pad)
@@ -168,7 +171,7 @@ class Packer:
         self.pieces = [rest] if len(rest) else []
         self.members = [(doc, count, start - size) for doc, count, start in self.members[len(inside):]]
         self.held = len(rest)
-        return rows, [(doc, count) for doc, count, _ in inside]
+        return rows, inside
 
 
 INDEX, DOCS = "index", "docs"
@@ -199,11 +202,13 @@ class PackStream(beam.DoFn):
                           "tokens": int(block.valid_len.sum()), "documents": len(members), "source": source,
                           "lang": lang, "bucket": bucket, "seq_len": self.tokenize.seq_len,
                           "bytes": (self.build_dir / rel).stat().st_size}
-            for doc, n_ids in members:
+            for doc, n_ids, start in members:
+                first_row, offset = divmod(start, packer.width)
                 yield DOCS, {
                     "doc_id": doc["doc_id"], "source": source, "input_file": doc["input_file"],
                     "location": doc["location"], "lang": doc["lang"], "bucket": bucket,
-                    "n_tokens": n_ids + 2, "shard": rel, "keep": True, "reason": None,
+                    "n_tokens": n_ids + 2, "shard": rel, "first_row": first_row, "offset": offset,
+                    "keep": True, "reason": None,
                 }
 
 
