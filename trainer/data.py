@@ -146,11 +146,12 @@ class Batch:
     sources: torch.Tensor  # int64 index into the phase's sources, per row
     phase: str
     state: dict
+    origins: list[tuple[str, int]] = field(default_factory=list)  # per row: its shard (manifest-relative) and row
 
     def to(self, device: torch.device | str) -> Batch:
         move = {"device": device, "non_blocking": True}
         return Batch(self.inputs.to(**move), self.targets.to(**move), self.doc_ids.to(**move),
-                     self.sources.to(**move), self.phase, self.state)
+                     self.sources.to(**move), self.phase, self.state, self.origins)
 
 
 def row_arrays(source: Source, shard_index: int, row: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -284,8 +285,10 @@ class ManifestLoader:
         inputs = np.empty((batch, seq), dtype=np.int64)
         targets = np.empty((batch, seq), dtype=np.int64)
         doc_ids = np.empty((batch, seq), dtype=np.int32)
+        origins = []
         for b, source_index in enumerate(picks):
             source, shard_index, row = self._next_row(int(source_index))
+            origins.append((source.shard_paths[shard_index], row))
             top = int(source.shards[shard_index].tokens[row].max(initial=0))
             if top >= self.vocab_size:
                 raise ManifestError(f"shard {source.shard_paths[shard_index]} row {row}: token id "
@@ -296,7 +299,7 @@ class ManifestLoader:
                    torch.from_numpy(picks.astype(np.int64))]
         if self.pin_memory:
             tensors = [tensor.pin_memory() for tensor in tensors]
-        return Batch(*tensors, phase=self.phase.name, state=self._snapshot())
+        return Batch(*tensors, phase=self.phase.name, state=self._snapshot(), origins=origins)
 
     # -- iteration with a background prefetch thread
 

@@ -38,6 +38,7 @@ from datafactory.trainer.model import (
     param_count,
 )
 from datafactory.trainer.schedule import WSDSchedule
+from datafactory.trainer.trace import DEFAULT_TRACE, TRACE_DIR, Tracer, TraceSettings, segment_stats
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,10 @@ def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                            reduction="none").view_as(targets)
 
 
-def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batch: Batch, lr: float,
-               grad_clip: float, n_sources: int, autocast: Any) -> tuple[torch.Tensor, ...]:
-    """Forward, backward, clip, AdamW update. Returns (loss, grad norm, per-source loss sums, counts)."""
+def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batch: Batch, lr: float, grad_clip: float,
+               n_sources: int, autocast: Any, traced: bool = False) -> tuple[torch.Tensor | None, ...]:
+    """Forward, backward, clip, AdamW update. Returns (loss, grad norm, per-source loss sums, counts, and with
+    `traced` the per-segment statistics of every row, else None)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast:
@@ -103,7 +105,8 @@ def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batch: Batc
     # Compiled, the fp32 upcast fuses into the softmax: eager materialises a float copy of the logits (batch x seq
     # x vocab x 4 bytes, 2 GiB at 8 x 2,048 x 32k) and reads it twice more.
     token_loss = (compile_once(token_losses) if model.compiled else token_losses)(logits, batch.targets)
-    counted = (batch.targets != IGNORE_INDEX).sum(dim=1)
+    counted_tokens = batch.targets != IGNORE_INDEX
+    counted = counted_tokens.sum(dim=1)
     loss = token_loss.sum() / counted.sum().clamp(min=1)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -112,14 +115,16 @@ def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batch: Batc
     zeros = torch.zeros(n_sources, device=loss.device)
     source_sum = zeros.index_add(0, batch.sources, token_loss.detach().sum(dim=1))
     source_count = zeros.index_add(0, batch.sources, counted.float())
-    return loss.detach(), grad_norm.detach(), source_sum, source_count
+    segments = segment_stats(token_loss.detach(), counted_tokens, batch.doc_ids) if traced else None
+    return loss.detach(), grad_norm.detach(), source_sum, source_count, segments
 
 
 def _step_or_eager(model: Transformer, optimizer: torch.optim.Optimizer, batch: Batch, lr: float,
-                   grad_clip: float, n_sources: int, autocast: Any, eager_fallback: bool) -> tuple[torch.Tensor, ...]:
+                   grad_clip: float, n_sources: int, autocast: Any, eager_fallback: bool, traced: bool
+                   ) -> tuple[torch.Tensor | None, ...]:
     """train_step; with eager_fallback (the first compiled step), a torch.compile failure drops the model
     to eager mode and retries, since compilation is a speed-up, not something the run depends on."""
-    step_args = (model, optimizer, batch, lr, grad_clip, n_sources, autocast)
+    step_args = (model, optimizer, batch, lr, grad_clip, n_sources, autocast, traced)
     try:
         return train_step(*step_args)
     except Exception as err:
@@ -226,6 +231,7 @@ def train(
     prefetch: int = 2,
     allow_outside_root: bool = False,
     on_step: Callable[[dict], None] | None = None,
+    trace: TraceSettings | None = DEFAULT_TRACE,
 ) -> TrainResult:
     """Train on a manifest's mixture with a WSD schedule.
 
@@ -236,7 +242,8 @@ def train(
     max_steps caps the total step count (a resumed run stops at the same step as an uninterrupted one);
     the schedule always follows the manifest's lr_schedule, so a capped run is a prefix of the full one.
     checkpoint_every=0 saves only at the end (and where the decay starts). `on_step` is called after
-    every step with {step, tokens, phase, lr}.
+    every step with {step, tokens, phase, lr}. `trace` records, under out_dir/trace/, every step and the loss of
+    each document segment in a sample of rows (all rows of a spike step): `factory trace` maps them to documents.
     """
     # Set-up: the phases, the model, where the run starts and the schedule it follows.
     out_dir, dev = Path(out_dir), pick_device(device)
@@ -269,8 +276,10 @@ def train(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     total_steps = _total_steps(step, tokens, total_tokens, tokens_per_step, max_steps)
     peak = peak_flops if peak_flops is not None else peak_flops_for(dev)
+    resume_step = step if start.kind == "resume" else None
     metrics = Metrics(out_dir / METRICS_FILE, loader.phase.source_names, flops_per_token(config), peak,
-                      total_steps, resume_step=step if start.kind == "resume" else None)
+                      total_steps, resume_step=resume_step)
+    tracer = Tracer(out_dir / TRACE_DIR, trace, first.seq_len + 1, resume_step) if trace is not None else None
     # What a resume must match and keep: saved in every checkpoint, checked by find_start.
     run_settings = {"model_config": dataclasses.asdict(config), "batch_size": batch_size,
                     "decay_start_tokens": decay_start, "total_tokens": total_tokens, "peak_lr": peak_lr,
@@ -280,9 +289,14 @@ def train(
     log.info("%.1fM parameters, %s attention, %d tokens/step, steps %d -> %d (%s)", param_count(config) / 1e6,
              net.attention_backend(dev), tokens_per_step, step, total_steps, start.kind)
 
+    def flush(timed: bool = True) -> None:
+        metrics.flush(step, loader.phase.name, lr_now, tokens, timed=timed)
+        if tracer is not None:
+            tracer.flush()
+
     def checkpoint() -> Path:
         nonlocal last_saved
-        metrics.flush(step, loader.phase.name, lr_now, tokens)  # metrics never lag a checkpoint
+        flush()  # metrics and traces never lag a checkpoint
         state = training_state(step, tokens, net, optimizer, loader, run_settings, cuda)
         path = save_step(out_dir, state, keep_checkpoints)
         last_saved = step
@@ -298,7 +312,7 @@ def train(
                     saved = step_path(out_dir, step) if last_saved == step else checkpoint()
                     link_or_copy(saved, stable_end)
                 if anneal is not None:
-                    metrics.flush(step, loader.phase.name, lr_now, tokens)
+                    flush()
                     loader = _anneal_loader(loader, anneal, batch_size, loader_options)
                     metrics.use_sources(anneal.source_names)
             if tokens >= total_tokens or (max_steps is not None and step >= max_steps):
@@ -306,21 +320,23 @@ def train(
 
             batch, waited = _next_batch(loader, dev)
             lr_now = schedule(tokens + tokens_per_step)
-            result = _step_or_eager(net, optimizer, batch, lr_now, grad_clip, len(loader.phase.sources), autocast,
-                                    eager_fallback=compile_pending)
+            *result, segments = _step_or_eager(net, optimizer, batch, lr_now, grad_clip, len(loader.phase.sources),
+                                               autocast, eager_fallback=compile_pending, traced=tracer is not None)
             compile_pending = False
             step += 1
             tokens += tokens_per_step
             metrics.record(*result, tokens=tokens_per_step, data_wait=waited)
+            if tracer is not None:
+                tracer.record(step, loader.phase.name, tokens, lr_now, result[0], result[1], segments, batch.origins)
             if on_step is not None:
                 on_step({"step": step, "tokens": tokens, "phase": loader.phase.name, "lr": lr_now})
             if step == start_step + 1:  # the first step carries compilation: log it, keep it out of tokens/s
-                metrics.flush(step, loader.phase.name, lr_now, tokens, timed=False)
+                flush(timed=False)
             elif step % log_every == 0:
-                metrics.flush(step, loader.phase.name, lr_now, tokens)
+                flush()
             if checkpoint_every and step % checkpoint_every == 0:
                 checkpoint()
-        metrics.flush(step, loader.phase.name, lr_now, tokens)
+        flush()
         if last_saved != step:
             checkpoint()
     finally:
