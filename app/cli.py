@@ -14,7 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from datafactory.factory.catalog import build_catalog, contamination_report, query
+from datafactory.factory.atomic import write_text_atomic
+from datafactory.factory.catalog import (
+    SUSPECT_COLUMNS,
+    build_catalog,
+    contamination_report,
+    query,
+    training_suspects,
+)
 from datafactory.factory.config import ConfigError
 
 if TYPE_CHECKING:
@@ -190,6 +197,35 @@ def decontaminate_report(build: Path = typer.Argument(..., help="build directory
     print_table(columns, rows, title="contamination: evaluation items found in the corpus")
     console.print(f"per document: factory stats --build {build} "
                   "\"SELECT doc_id, eval_set, item_id, score, keep FROM decontaminate WHERE contaminated\"")
+
+
+@app.command("trace")
+def trace(run: str = typer.Option(..., "--run", help="run name: its trace is DIR/runs/<run>/trace/"),
+          build: Path = typer.Option(Path("build"), "--build", help="build directory"),
+          top: int = typer.Option(20, "--top", help="documents shown (and listed) per direction"),
+          blocklist: Path | None = typer.Option(None, "--blocklist", help="write the suspects' doc_ids here; after "
+                                                "review, name the file in ingest.blocklists")) -> None:
+    """From a training run back to the documents: its spike steps, and the documents whose loss stood out most above
+    (noise, wrong language, garbage) and below (memorised boilerplate, escaped duplicates) their source's."""
+    build_catalog(build)
+    try:
+        suspects = training_suspects(build, run, top)
+    except FileNotFoundError as err:
+        fail(str(err))
+    quoted = run.replace("'", "''")
+    _, spikes = query(build, "SELECT step, round(loss, 4), round(grad_norm, 4) FROM train_steps "
+                             f"WHERE run = '{quoted}' AND spike ORDER BY step")
+    print_table(["step", "loss", "grad_norm"], spikes, title=f"spike steps of {run}: {len(spikes)}")
+    for direction, rows in suspects.items():
+        print_table(SUSPECT_COLUMNS, rows, title=f"documents whose loss stood out {direction}")
+    if blocklist is not None:
+        lines = [f"# suspects of run {run} (factory trace --top {top}); review, then name this file in "
+                 "ingest.blocklists"]
+        lines += [f"{row[0]}  # {direction} excess {row[1]}" for direction, rows in suspects.items() for row in rows]
+        write_text_atomic(blocklist, "\n".join(lines) + "\n")
+        console.print(f"blocklist: {blocklist} ({sum(map(len, suspects.values()))} documents)")
+    console.print(f"views: train_steps, segment_loss, document_loss in {build}/catalog.duckdb, e.g. factory stats "
+                  f"--build {build} \"SELECT * FROM document_loss WHERE run = '{quoted}' ORDER BY excess DESC\"")
 
 
 @app.command()

@@ -45,7 +45,47 @@ def _views(build_dir: Path) -> dict[str, str]:
         views["quality_buckets"] = f"SELECT * FROM read_parquet('{root}/stages/quality/buckets.parquet')"
     if (root / "manifests" / "plan.parquet").exists():
         views["plan"] = f"SELECT * FROM read_parquet('{root}/manifests/plan.parquet')"
+    views |= _trace_views(root, views)
     return views
+
+
+TRACE_PERIOD_STEPS = 25  # a segment's loss is judged against its source, language and bucket within such a span
+MIN_SEGMENT_TOKENS = 8  # shorter segments (a document's last tokens at a row's start) say little about it
+
+
+def _trace_views(root: Path, views: dict[str, str]) -> dict[str, str]:
+    """What training saw (runs/<run>/trace/, written by the trainer), joined to the documents: `train_steps`, and,
+    with the tokenize view and the shard index, `segment_loss` (each traced segment with its document and its
+    loss's excess over the median of its source / language / bucket at that point of training) and `document_loss`
+    (one row per run and document)."""
+    found: dict[str, str] = {}
+    run = "regexp_extract(filename, '/runs/([^/]+)/trace/', 1) AS run"
+    if any(root.glob("runs/*/trace/steps-*.parquet")):
+        found["train_steps"] = (f"SELECT {run}, * EXCLUDE (filename) "
+                                f"FROM read_parquet('{root}/runs/*/trace/steps-*.parquet', filename = true)")
+    if not (any(root.glob("runs/*/trace/segments-*.parquet")) and "tokenize" in views and "shards" in views):
+        return found
+    found["segment_loss"] = f"""WITH segments AS (
+    SELECT {run}, * EXCLUDE (filename)
+    FROM read_parquet('{root}/runs/*/trace/segments-*.parquet', filename = true)
+    WHERE tokens >= {MIN_SEGMENT_TOKENS}),
+  starts AS (
+    SELECT t.doc_id, t.shard, t.first_row * (s.seq_len + 1) + t."offset" AS position, t.source, t.lang, t.bucket
+    FROM read_parquet('{root}/stages/tokenize/part-*.parquet') t JOIN read_parquet('{root}/shards/index.parquet') s
+      ON s.path = t.shard
+    WHERE t.keep),
+  placed AS (
+    SELECT g.run, g.step, g.shard, g.row, g.tokens, g.loss, d.doc_id, d.source, d.lang, d.bucket
+    FROM segments g ASOF JOIN starts d ON g.shard = d.shard AND g.position >= d.position)
+SELECT *, loss - median(loss) OVER (PARTITION BY run, source, lang, bucket, step // {TRACE_PERIOD_STEPS}) AS excess
+FROM placed"""
+    found["document_loss"] = """SELECT run, doc_id, any_value(source) AS source, any_value(lang) AS lang,
+  any_value(bucket) AS bucket, sum(tokens) AS tokens, sum(loss * tokens) / sum(tokens) AS mean_loss,
+  sum(excess * tokens) / sum(tokens) AS excess,
+  CASE WHEN sum(excess * tokens) >= 0 THEN 'high' ELSE 'low' END AS direction,
+  list_sort(list(DISTINCT step)) AS steps
+FROM segment_loss GROUP BY run, doc_id"""
+    return found
 
 
 def build_catalog(build_dir: str | Path) -> Path:
@@ -95,3 +135,33 @@ def contamination_report(build_dir: str | Path) -> tuple[list[str], list[tuple]]
     items = eval_set_items(build_dir)
     _, found = query(build_dir, SQL_CONTAMINATION)
     return CONTAMINATION_COLUMNS, contamination_table(items, found)
+
+
+SUSPECT_COLUMNS = ["doc_id", "excess", "mean_loss", "tokens", "source", "lang", "bucket", "quality", "cluster_size",
+                   "seen_at_steps"]
+
+
+def sql_suspects(direction: str) -> str:
+    """The documents whose training loss stood out most in one direction, with what the factory knows of them."""
+    order = "DESC" if direction == "high" else "ASC"
+    return f"""SELECT d.doc_id, round(d.excess, 3) AS excess, round(d.mean_loss, 3) AS mean_loss, d.tokens, d.source,
+  d.lang, d.bucket, round(q.quality_score, 3) AS quality, c.cluster_size, d.steps AS seen_at_steps
+FROM document_loss d LEFT JOIN quality q USING (doc_id) LEFT JOIN dedup c USING (doc_id)
+WHERE d.run = $run AND d.direction = '{direction}'
+ORDER BY d.excess {order}, d.doc_id LIMIT $top"""
+
+
+def training_suspects(build_dir: str | Path, run: str, top: int) -> dict[str, list[tuple]]:
+    """Per direction (high: noise, wrong language, garbage; low: memorised boilerplate, escaped duplicates), the
+    `top` documents of a run by their loss's excess over their source / language / bucket."""
+    path = Path(build_dir) / CATALOG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no catalog at {path}: run `factory build` first")
+    with duckdb.connect(str(path), read_only=True) as con:
+        if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'document_loss'").fetchone()[0]:
+            raise FileNotFoundError(f"no traced run in {build_dir}/runs/*/trace with shards to map it to documents")
+        if not con.execute("SELECT count(*) FROM document_loss WHERE run = $run", {"run": run}).fetchone()[0]:
+            runs = [row[0] for row in con.execute("SELECT DISTINCT run FROM document_loss ORDER BY 1").fetchall()]
+            raise FileNotFoundError(f"no trace of run {run!r} in {build_dir}; traced runs: {', '.join(runs)}")
+        return {direction: con.execute(sql_suspects(direction), {"run": run, "top": top}).fetchall()
+                for direction in ("high", "low")}

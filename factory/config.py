@@ -53,6 +53,8 @@ class IngestConfig(Strict):
     )
     url_filter: UrlFilterConfig = UrlFilterConfig()
     pii: PiiConfig = PiiConfig()
+    blocklists: list[str] = Field([], description="files of doc_ids to drop (reason flagged_by_training), e.g. "
+                                  "written by `factory trace --blocklist` and reviewed")
 
 
 # Languages lid.176 confuses with each other (measured on the UD sentences of benchmarks/langid_eval.py): closely
@@ -502,6 +504,7 @@ class BuildConfig(Strict):
         named = {"langid.model": self.langid.model, "quality.model": self.quality.model,
                  "tokenize.tokenizer.model": self.tokenize.tokenizer.model}
         named |= {f"quality.scorers[{i}].model": spec.model for i, spec in enumerate(self.quality.scorers)}
+        named |= {f"ingest.blocklists[{i}]": path for i, path in enumerate(self.ingest.blocklists)}
         named |= {f"decontaminate.eval_sets[{i}].path": spec.path
                   for i, spec in enumerate(self.decontaminate.eval_sets)}
         url_filter = self.ingest.url_filter

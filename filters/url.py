@@ -17,7 +17,7 @@ def read_list(path: str | Path) -> list[str]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise FileNotFoundError(f"URL blocklist file not found: {path}") from None
+        raise FileNotFoundError(f"blocklist file not found: {path}") from None
     return [entry for line in lines if (entry := line.split("#", 1)[0].strip())]
 
 

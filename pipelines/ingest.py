@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from datafactory.factory.config import BuildConfig
 from datafactory.factory.records import DROPPED, INVALID, stage_schema
+from datafactory.filters.blocklist import FLAGGED_BY_TRAINING, DocumentBlocklist
 from datafactory.filters.pii import PiiRedactor
 from datafactory.filters.url import UrlFilter
 from datafactory.pipelines.common import (
@@ -40,18 +41,21 @@ SPILL_SCHEMA_EXTRA = [pa.field("status", pa.string())]  # a row's own terminal s
 
 
 class SpillInputFile(beam.DoFn):
-    """Reads one input file (dropping blocklisted URLs: status dropped, not invalid; redacting PII in the rest) into
-    sorted runs of rows, one file per partition each time SPILL_TEXT_BYTES of text has been read; emits
-    (partition, run path). A reader's memory is bounded by that, whatever the file's size."""
+    """Reads one input file (dropping blocklisted URLs and documents flagged by training: status dropped, not
+    invalid; redacting PII in the rest) into sorted runs of rows, one file per partition each time SPILL_TEXT_BYTES
+    of text has been read; emits (partition, run path). A reader's memory is bounded by that, whatever the file's
+    size."""
 
     def __init__(self, config: BuildConfig, spill_dir: Path, schema: pa.Schema) -> None:
         self.config, self.spill_dir, self.schema = config, spill_dir, schema
         self.url_filter: UrlFilter | None = None
         self.redactor: PiiRedactor | None = None
+        self.blocklist: DocumentBlocklist | None = None
 
     def setup(self) -> None:
         self.url_filter = UrlFilter(self.config.ingest.url_filter, self.config.base_dir)
         self.redactor = PiiRedactor(self.config.ingest.pii)
+        self.blocklist = DocumentBlocklist(self.config.ingest.blocklists, self.config.base_dir)
 
     def process(self, element: tuple[int, tuple[str, int]]) -> Iterable[tuple[int, str]]:
         number, (path, spec_index) = element
@@ -76,6 +80,9 @@ class SpillInputFile(beam.DoFn):
             yield partition, write_run(rows, document_order, self.schema, path)
 
     def screen(self, row: dict) -> None:
+        if self.blocklist.blocks(row["doc_id"]):
+            row.update(keep=False, reason=FLAGGED_BY_TRAINING, status=DROPPED)
+            return
         verdict = self.url_filter.check(row["url"])
         if not verdict.keep:
             row.update(keep=False, reason=verdict.reason, status=DROPPED)

@@ -1,0 +1,68 @@
+"""`factory trace`: a traced run's segments land on the documents whose tokens they hold, the suspects are listed
+with what the factory knows of them, and a reviewed blocklist drops those documents at the next ingest."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from support.builds import copy_build
+from typer.testing import CliRunner
+
+from datafactory.app.cli import app
+from datafactory.factory.catalog import build_catalog, query
+from datafactory.factory.config import load_config
+from datafactory.filters.blocklist import FLAGGED_BY_TRAINING
+from datafactory.pipelines.registry import run_stage_named
+from datafactory.trainer.train import train
+
+
+@pytest.fixture(scope="module")
+def traced(reference_build, tmp_path_factory):
+    build = copy_build(reference_build, tmp_path_factory.mktemp("traced") / "build")
+    result = train(build / "manifests" / "stable.json", model="test", out_dir=build / "runs" / "stable",
+                   batch_size=8, compile=False, device="cpu", log_every=8, checkpoint_every=0)
+    build_catalog(build)
+    return build, result.steps
+
+
+def test_every_traced_segment_lies_inside_its_document(traced):
+    traced, trained_steps = traced
+    _, rows = query(traced, """
+        SELECT count(*), count(*) FILTER (WHERE g.position >= t.first_row * (s.seq_len + 1) + t."offset"
+                                          AND g.position < t.first_row * (s.seq_len + 1) + t."offset" + t.n_tokens)
+        FROM segment_loss l
+        JOIN read_parquet('""" + str(traced / "runs/stable/trace/segments-*.parquet") + """') g
+          USING (step, shard, row)
+        JOIN tokenize t ON t.doc_id = l.doc_id JOIN shards s ON s.path = t.shard
+        WHERE g.tokens >= 8 AND g.loss = l.loss""")
+    (total, inside), = rows
+    assert total > 50 and inside == total
+    _, steps = query(traced, "SELECT count(*), count(DISTINCT step) FROM train_steps WHERE run = 'stable'")
+    assert steps == [(trained_steps, trained_steps)]
+
+
+def test_trace_lists_suspects_and_the_blocklist_drops_them_at_ingest(traced, small_corpus, tmp_path):
+    traced, _ = traced
+    blocklist = tmp_path / "flagged.txt"
+    result = CliRunner().invoke(app, ["trace", "--build", str(traced), "--run", "stable", "--top", "3",
+                                      "--blocklist", str(blocklist)], terminal_width=220)
+    assert result.exit_code == 0, result.output
+    assert "stood out high" in result.output and "stood out low" in result.output
+    flagged = [line.split()[0] for line in blocklist.read_text().splitlines() if not line.startswith("#")]
+    assert len(flagged) == 6
+    config = yaml.safe_load((small_corpus / "test.yaml").read_text()) | {"ingest": {"blocklists": [str(blocklist)]}}
+    path = small_corpus / "blocked.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "rebuild"
+    run_stage_named("ingest", load_config(path), out)
+    ledger = pq.read_table(out / "ledger").to_pylist()
+    assert sorted(row["doc_id"] for row in ledger if row["reason"] == FLAGGED_BY_TRAINING) == sorted(flagged)
+    assert all(row["status"] == "dropped" and row["stage"] == "ingest" for row in ledger
+               if row["reason"] == FLAGGED_BY_TRAINING)
+
+
+def test_trace_names_the_runs_it_knows(traced):
+    traced, _ = traced
+    result = CliRunner().invoke(app, ["trace", "--build", str(traced), "--run", "nope"])
+    assert result.exit_code == 2 and "traced runs: stable" in result.output
