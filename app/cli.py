@@ -485,6 +485,7 @@ def demo(out: Path = typer.Option(Path("demo-build"), "--out", help="build direc
     print_build_summary(out)
     demo_train(out, steps, seed)
     print_examples(out)
+    console.print(f"  factory decontaminate-report {out}\n  factory trace --build {out} --run demo --top 10")
 
 
 def demo_config(out_dir: Path) -> Path:
@@ -511,6 +512,7 @@ def demo_train(out: Path, steps: int, seed: int) -> None:
     result = run_training(written["stable"], model="test", out_dir=out / "runs" / "demo", batch_size=batch_size)
     console.print(f"training: loss {result.first_loss:.3f} (first step) -> {result.last_loss:.3f} (last step), "
                   f"{result.tokens_per_s:,.0f} tokens/s; metrics: {result.metrics_path}")
+    build_catalog(out)  # the run's trace views: `factory trace --build {out} --run demo`
     from datafactory.app.report import write_report
 
     console.print(f"report: {write_report(out).resolve()}  (open it in a browser; works offline)")
