@@ -423,6 +423,7 @@ def report(build: Path = typer.Argument(..., help="build directory")) -> None:
     from datafactory.app.report import write_report
 
     try:
+        build_catalog(build)  # views of what was added since the build: plans, training runs and their traces
         path = write_report(build)
     except FileNotFoundError as err:
         fail(str(err))

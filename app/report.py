@@ -21,6 +21,7 @@ from datafactory.factory.catalog import (
     CATALOG_NAME,
     CONTAMINATION_COLUMNS,
     SQL_CONTAMINATION,
+    TRACE_PERIOD_STEPS,
     contamination_table,
     eval_set_items,
 )
@@ -43,7 +44,8 @@ TEMPLATE = {"layout": {"colorway": COLORWAY, "paper_bgcolor": "white", "plot_bgc
                        "margin": {"t": 60, "l": 60, "r": 30, "b": 50}}}
 # what makes a missing view appear, said under the chart that needs it
 VIEW_HINTS = {"plan": "`factory plan --build DIR` adds it", "shards": "the tokenize stage writes it",
-              "quality_buckets": "the quality stage writes it"}
+              "quality_buckets": "the quality stage writes it",
+              "segment_loss": "a training run writes its trace; `factory trace` or `factory catalog` adds it"}
 PHASE_COLORS = {"warmup": "rgba(255,193,7,0.15)", "stable": "rgba(76,175,80,0.10)", "decay": "rgba(33,150,243,0.15)"}
 
 
@@ -461,6 +463,39 @@ def training_charts(cat: Catalog) -> list[Chart]:
     return [run_chart(cat, path) for path in runs]
 
 
+SQL_LOSS_BY_BUCKET = f"""SELECT run, bucket, step // {TRACE_PERIOD_STEPS} * {TRACE_PERIOD_STEPS} AS step,
+       sum(loss * tokens) / sum(tokens) AS loss
+FROM segment_loss
+GROUP BY ALL
+ORDER BY run, bucket, step"""
+SQL_SPIKE_DOCUMENTS = """SELECT s.run, s.step, round(s.loss, 3) AS loss, round(s.grad_norm, 3) AS grad_norm,
+       l.doc_id, l.source, l.lang, l.bucket, round(l.excess, 3) AS excess
+FROM train_steps s JOIN segment_loss l USING (run, step)
+WHERE s.spike
+QUALIFY row_number() OVER (PARTITION BY s.run, s.step ORDER BY l.excess DESC) <= 3
+ORDER BY s.run, s.step, l.excess DESC"""
+
+
+def traced_loss_chart(cat: Catalog) -> Chart:
+    """What the trace adds: loss per quality bucket over training, and each spike step's top documents."""
+    chart = Chart("Loss by quality bucket over training; spike steps with their top documents", [SQL_LOSS_BY_BUCKET])
+    rows = cat.rows(SQL_LOSS_BY_BUCKET)
+    figure = new_figure()
+    for run, bucket in sorted({(row["run"], row["bucket"]) for row in rows}):
+        mine = [row for row in rows if (row["run"], row["bucket"]) == (run, bucket)]
+        figure.add_trace(go.Scatter(x=[row["step"] for row in mine], y=[row["loss"] for row in mine],
+                                    name=f"{run}: {bucket}", mode="lines+markers"))
+    figure.update_layout(height=400, xaxis_title="step", yaxis_title="mean loss of traced segments")
+    chart.figure = figure
+    spikes = cat.rows(SQL_SPIKE_DOCUMENTS)
+    if spikes:
+        chart.sql.append(SQL_SPIKE_DOCUMENTS)
+        chart.extra_html = html_table(list(spikes[0]), [tuple(row.values()) for row in spikes])
+    else:
+        chart.note = "no spike step in the traced runs"
+    return chart
+
+
 # ----------------------------------------------------------------------------- decontamination
 
 
@@ -502,6 +537,7 @@ def collect(cat: Catalog) -> list[Section]:
         ("Tokens", "tokens", "Tokens per source x language x quality bucket", tokens_chart),
         ("Planned mixtures", "mixtures", "Planned mixtures", mixture_chart),
         ("Training", "training", "Training runs", training_charts),
+        ("Training", "training", "Loss by quality bucket; spike steps", traced_loss_chart),
     ]
     sections: dict[str, Section] = {}
     for title, anchor, chart_title, make in plan:

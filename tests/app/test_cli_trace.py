@@ -66,3 +66,11 @@ def test_trace_names_the_runs_it_knows(traced):
     traced, _ = traced
     result = CliRunner().invoke(app, ["trace", "--build", str(traced), "--run", "nope"])
     assert result.exit_code == 2 and "traced runs: stable" in result.output
+
+
+def test_the_report_draws_the_traced_loss(traced):
+    from datafactory.app.report import write_report
+
+    traced, _ = traced
+    page = write_report(traced).read_text(encoding="utf-8")
+    assert "Loss by quality bucket over training" in page and "could not draw" not in page

@@ -79,6 +79,7 @@ def demo_build(reference_build, tmp_path_factory) -> Path:
                                anneal_fraction=0.34))
     build_catalog(out)
     train(written["stable"], model="test", out_dir=out / "runs" / "demo", batch_size=batch_size, compile=False)
+    build_catalog(out)  # the run's trace views, as `factory report` does
     write_report(out)
     return out
 
