@@ -40,7 +40,7 @@ SLOTS = {"product": ["shoes", "watches", "phones", "sofas", "bikes", "laptops", 
 def real_pages(data: Path, count: int, rng: random.Random) -> list[dict]:
     with gzip.open(data / "web_sample.jsonl.gz", "rt", encoding="utf-8") as lines:
         pages = [record for line in lines if (record := json.loads(line))["lang"] == "en"
-                 and 600 < len(record["text"]) < 6_000]
+                 and 600 < len(record["text"]) < 12_000]
     return rng.sample(pages, count)
 
 
