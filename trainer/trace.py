@@ -39,6 +39,7 @@ class TraceSettings:
     window: int = 100
     k: float = 6.0
     min_history: int = 20  # no spike is called before this many steps are known
+    flush_steps: int = 100  # steps gathered (on the device) before a write; checkpoints always write
 
 
 DEFAULT_TRACE = TraceSettings()
@@ -56,19 +57,22 @@ def segment_stats(token_loss: torch.Tensor, targets_counted: torch.Tensor, doc_i
     return torch.stack([sums, counts, starts])
 
 
-def is_spike(value: float, history: deque, settings: TraceSettings) -> bool:
-    if len(history) < settings.min_history or not np.isfinite(value):
-        return not np.isfinite(value)
+def spike_limit(history: deque, settings: TraceSettings) -> float:
+    """The value above which a step is a spike: median + k robust standard deviations of the history (infinite
+    until min_history steps are known)."""
+    if len(history) < settings.min_history:
+        return float("inf")
     values = np.fromiter(history, dtype=np.float64)
     median = float(np.median(values))
     spread = MAD_TO_SIGMA * float(np.median(np.abs(values - median)))
     # a flat history (spread 0) still needs a real jump: at least 0.1% of the median per k
-    return value > median + settings.k * max(spread, 1e-3 * abs(median), 1e-12)
+    return median + settings.k * max(spread, 1e-3 * abs(median), 1e-12)
 
 
 class Tracer:
-    """Holds each step's results on the device until `flush`, which synchronises once, calls spikes, keeps the
-    sampled rows' segments and writes one steps file and one segments file for the steps since the last flush."""
+    """Holds each step's results on the device until `flush`, which synchronises once, calls spikes (each step
+    against the steps before it), keeps the sampled rows' segments and writes one steps file and one segments file
+    for the steps since the last written one."""
 
     def __init__(self, directory: Path, settings: TraceSettings, width: int, resume_step: int | None) -> None:
         self.directory, self.settings, self.width = directory, settings, width
@@ -96,36 +100,45 @@ class Tracer:
                segments: torch.Tensor, origins: list[tuple[str, int]]) -> None:
         self.pending.append((step, phase, tokens, lr, loss, grad_norm, segments, origins))
 
-    def flush(self) -> None:
-        if not self.pending:
+    def flush(self, force: bool = False) -> None:
+        """Write the pending steps once `flush_steps` have gathered (at every checkpoint and at the end: `force`)."""
+        if not self.pending or (len(self.pending) < self.settings.flush_steps and not force):
             return
-        steps, segments = [], []
-        for step, phase, tokens, lr, loss, grad_norm, stats, origins in self.pending:
-            loss_value, norm_value = float(loss), float(grad_norm)
-            spike = is_spike(loss_value, self.losses, self.settings) or is_spike(norm_value, self.grad_norms,
-                                                                                 self.settings)
-            if not spike:  # a spike stays out of the statistic it is judged against
-                self.losses.append(loss_value)
-                self.grad_norms.append(norm_value)
-            steps.append({"step": step, "phase": phase, "tokens": tokens, "loss": loss_value,
-                          "grad_norm": norm_value, "lr": lr, "spike": spike})
+        losses = torch.stack([entry[4] for entry in self.pending]).double().cpu().numpy()
+        norms = torch.stack([entry[5] for entry in self.pending]).double().cpu().numpy()
+        spikes = np.zeros(len(self.pending), dtype=bool)
+        for i, (loss, norm) in enumerate(zip(losses.tolist(), norms.tolist(), strict=True)):
+            spikes[i] = not (loss <= spike_limit(self.losses, self.settings)
+                             and norm <= spike_limit(self.grad_norms, self.settings))  # NaN is a spike too
+            if not spikes[i]:  # a spike stays out of the statistic it is judged against
+                self.losses.append(loss)
+                self.grad_norms.append(norm)
+        steps = {"step": [], "phase": [], "tokens": [], "lr": []}
+        segments = []
+        for (step, phase, tokens, lr, _, _, stats, origins), spike in zip(self.pending, spikes, strict=True):
+            for name, value in zip(steps, (step, phase, tokens, lr), strict=True):
+                steps[name].append(value)
             rows = len(origins) if spike else min(self.settings.rows_per_step, len(origins))
-            segments += self._segments(step, stats[:, :rows].cpu().numpy(), origins[:rows])
+            segments.append(self._segments(step, stats[:, :rows].cpu().numpy(), origins[:rows]))
+        steps |= {"loss": losses, "grad_norm": norms, "spike": spikes}
         first, last = self.pending[0][0], self.pending[-1][0]
-        self._write("steps", first, last, pa.Table.from_pylist(steps, schema=STEPS_SCHEMA))
-        self._write("segments", first, last, pa.Table.from_pylist(segments, schema=SEGMENTS_SCHEMA))
+        self._write("steps", first, last, pa.table(steps, schema=STEPS_SCHEMA))
+        self._write("segments", first, last, pa.concat_tables(segments))
         self.pending = []
 
-    def _segments(self, step: int, stats: np.ndarray, origins: list[tuple[str, int]]) -> list[dict]:
+    def _segments(self, step: int, stats: np.ndarray, origins: list[tuple[str, int]]) -> pa.Table:
+        """The used segments of the kept rows of one step, as arrays."""
         sums, counts, starts = stats
-        found = []
-        for b, (shard, row) in enumerate(origins):
-            for segment in np.flatnonzero(counts[b] > 0).tolist():
-                start = int(starts[b, segment])
-                found.append({"step": step, "shard": shard, "row": row, "start": start,
-                              "position": row * self.width + start, "tokens": int(counts[b, segment]),
-                              "loss": float(sums[b, segment] / counts[b, segment])})
-        return found
+        rows, segments = np.nonzero(counts > 0)
+        shard_rows = np.array([row for _, row in origins], dtype=np.int64)[rows]
+        start = starts[rows, segments].astype(np.int32)
+        return pa.table({
+            "step": np.full(len(rows), step, dtype=np.int64),
+            "shard": [origins[row][0] for row in rows.tolist()],
+            "row": shard_rows, "start": start, "position": shard_rows * self.width + start,
+            "tokens": counts[rows, segments].astype(np.int32),
+            "loss": (sums[rows, segments] / counts[rows, segments]).astype(np.float64),
+        }, schema=SEGMENTS_SCHEMA)
 
     def _write(self, kind: str, first: int, last: int, table: pa.Table) -> None:
         with atomic_path(self.directory / f"{kind}-{first:09d}-{last:09d}.parquet") as tmp:

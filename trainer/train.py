@@ -289,14 +289,14 @@ def train(
     log.info("%.1fM parameters, %s attention, %d tokens/step, steps %d -> %d (%s)", param_count(config) / 1e6,
              net.attention_backend(dev), tokens_per_step, step, total_steps, start.kind)
 
-    def flush(timed: bool = True) -> None:
+    def flush(timed: bool = True, force: bool = False) -> None:
         metrics.flush(step, loader.phase.name, lr_now, tokens, timed=timed)
         if tracer is not None:
-            tracer.flush()
+            tracer.flush(force)
 
     def checkpoint() -> Path:
         nonlocal last_saved
-        flush()  # metrics and traces never lag a checkpoint
+        flush(force=True)  # metrics and traces never lag a checkpoint
         state = training_state(step, tokens, net, optimizer, loader, run_settings, cuda)
         path = save_step(out_dir, state, keep_checkpoints)
         last_saved = step
@@ -312,7 +312,7 @@ def train(
                     saved = step_path(out_dir, step) if last_saved == step else checkpoint()
                     link_or_copy(saved, stable_end)
                 if anneal is not None:
-                    flush()
+                    flush(force=True)
                     loader = _anneal_loader(loader, anneal, batch_size, loader_options)
                     metrics.use_sources(anneal.source_names)
             if tokens >= total_tokens or (max_steps is not None and step >= max_steps):
@@ -336,7 +336,7 @@ def train(
                 flush()
             if checkpoint_every and step % checkpoint_every == 0:
                 checkpoint()
-        flush()
+        flush(force=True)
         if last_saved != step:
             checkpoint()
     finally:
