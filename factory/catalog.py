@@ -56,8 +56,9 @@ MIN_SEGMENT_TOKENS = 8  # shorter segments (a document's last tokens at a row's 
 def _trace_views(root: Path, views: dict[str, str]) -> dict[str, str]:
     """What training saw (runs/<run>/trace/, written by the trainer), joined to the documents: `train_steps`, and,
     with the tokenize view and the shard index, `segment_loss` (each traced segment with its document and its
-    loss's excess over the median of its source / language / bucket at that point of training) and `document_loss`
-    (one row per run and document)."""
+    loss's excess over the median of its source / language / bucket at that point of training, among segments that
+    likewise open a document or continue one: a document's first tokens are the hardest) and `document_loss` (one row
+    per run and document)."""
     found: dict[str, str] = {}
     run = "regexp_extract(filename, '/runs/([^/]+)/trace/', 1) AS run"
     if any(root.glob("runs/*/trace/steps-*.parquet")):
@@ -75,9 +76,11 @@ def _trace_views(root: Path, views: dict[str, str]) -> dict[str, str]:
       ON s.path = t.shard
     WHERE t.keep),
   placed AS (
-    SELECT g.run, g.step, g.shard, g.row, g.tokens, g.loss, d.doc_id, d.source, d.lang, d.bucket
+    SELECT g.run, g.step, g.shard, g.row, g.tokens, g.loss, d.doc_id, d.source, d.lang, d.bucket,
+      g.position = d.position AS opens_document
     FROM segments g ASOF JOIN starts d ON g.shard = d.shard AND g.position >= d.position)
-SELECT *, loss - median(loss) OVER (PARTITION BY run, source, lang, bucket, step // {TRACE_PERIOD_STEPS}) AS excess
+SELECT *, loss - median(loss) OVER (PARTITION BY run, source, lang, bucket, opens_document,
+                                    step // {TRACE_PERIOD_STEPS}) AS excess
 FROM placed"""
     found["document_loss"] = """SELECT run, doc_id, any_value(source) AS source, any_value(lang) AS lang,
   any_value(bucket) AS bucket, sum(tokens) AS tokens, sum(loss * tokens) / sum(tokens) AS mean_loss,

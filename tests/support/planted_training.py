@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from datafactory.factory.catalog import build_catalog, query
-from datafactory.factory.config import load_config
+from datafactory.factory.config import HeuristicsConfig, load_config
+from datafactory.filters.heuristics import HeuristicFilter
 from datafactory.mixtures.planner import Policy, plan
 from datafactory.pipelines.registry import STAGES, preflight
 from datafactory.trainer.train import train
@@ -72,13 +73,15 @@ def write_planted_corpus(data: Path, folder: Path, documents: int, planted_share
     rng = random.Random(seed)
     pages = real_pages(data, documents, rng)
     planted = round(documents * planted_share / 2)
+    rules = HeuristicFilter(HeuristicsConfig())
     truth: dict[str, str] = {}
     records = []
     for number, page in enumerate(pages):
         doc_id, text = f"page-{number:05d}", page["text"]
-        if number < planted:
-            text, truth[doc_id] = shuffled(text, rng), "shuffled"
-        elif number < 2 * planted:
+        bad = shuffled(text, rng)
+        if sum(kind == "shuffled" for kind in truth.values()) < planted and rules.evaluate(bad, "en").keep:
+            text, truth[doc_id] = bad, "shuffled"  # planted where the rules let it through, as the issue asks
+        elif sum(kind == "templated" for kind in truth.values()) < planted and number % 2:
             text, truth[doc_id] = templated(rng), "templated"
         records.append({"id": doc_id, "text": text})
     rng.shuffle(records)
