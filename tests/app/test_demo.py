@@ -74,7 +74,7 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     a = write_demo_corpus(tmp_path / "a", n_docs=500, seed=3)
     b = write_demo_corpus(tmp_path / "b", n_docs=500, seed=3)
     files_a, files_b = _file_bytes(a.root), _file_bytes(b.root)
-    assert len(files_a) == len(a.data_files) + 2
+    assert len(files_a) == len(a.data_files) + 3  # + ground_truth.jsonl, demo.yaml, evals/demo_qa.jsonl
     assert files_a == files_b
     c = write_demo_corpus(tmp_path / "c", n_docs=500, seed=4)
     assert _file_bytes(c.root)["ground_truth.jsonl"] != files_a["ground_truth.jsonl"]
