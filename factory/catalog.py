@@ -148,7 +148,7 @@ def sql_suspects(direction: str) -> str:
     """The documents whose training loss stood out most in one direction, with what the factory knows of them."""
     order = "DESC" if direction == "high" else "ASC"
     return f"""SELECT d.doc_id, round(d.excess, 3) AS excess, round(d.mean_loss, 3) AS mean_loss, d.tokens, d.source,
-  d.lang, d.bucket, round(q.quality_score, 3) AS quality, c.cluster_size, d.steps AS seen_at_steps
+  d.lang, d.bucket, round(q.quality_score::DOUBLE, 3) AS quality, c.cluster_size, d.steps AS seen_at_steps
 FROM document_loss d LEFT JOIN quality q USING (doc_id) LEFT JOIN dedup c USING (doc_id)
 WHERE d.run = $run AND d.direction = '{direction}'
 ORDER BY d.excess {order}, d.doc_id LIMIT $top"""
