@@ -1,7 +1,7 @@
 """From training loss back to documents: bad pages planted in a real build are found at the top of
 `document_loss`, and what recording the trace costs a training step.
 
-    .venv/bin/python benchmarks/trace_planted.py [--data ../shared/data] [--seeds 3] [--documents 800] [--steps 800]
+    .venv/bin/python benchmarks/trace_planted.py [--data ../shared/data] [--seeds 3] [--documents 800] [--steps 1600]
 
 Per seed: English pages of `web_sample.jsonl.gz`, `--share` of them replaced by bad pages that the rules let
 through (tests/support/planted_training.py: half real pages with each sentence's words shuffled, half fills of one
@@ -9,13 +9,14 @@ spam template, varied enough to escape dedup), every stage, a stable manifest of
 run of a test-size model (dim 128, 2 layers) on CPU. Reported: precision at k of `document_loss` ranked by excess,
 highest first for the shuffled kind and lowest first for the templated kind, k = 20 or the number of planted pages of
 that kind that reached the shards when fewer. Overhead: the same run (seed 0) again without the trace, tokens/s of
-both (steps after the first; two turns each, alternating), in one process.
+both (steps after the first; four 200-step turns each, alternating), in one process.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -34,11 +35,11 @@ def reached_shards(build: Path, truth: dict[str, str], kind: str) -> int:
     return sum(truth.get(doc_id) == kind for (doc_id,) in rows)
 
 
-def overhead(build: Path, steps: int) -> dict[str, float]:
-    """tokens/s of the same training with and without the trace (fresh run directories, same manifest), in turns:
-    traced, untraced, traced, untraced."""
+def overhead(build: Path, steps: int) -> dict[str, list[float]]:
+    """tokens/s of the same training with and without the trace (fresh run directories, same manifest), in eight
+    alternating turns: the machine drifts by more than the trace costs, so both best and median are reported."""
     speeds: dict[str, list[float]] = {"traced": [], "untraced": []}
-    for turn in range(4):
+    for turn in range(8):
         name = ("traced", "untraced")[turn % 2]
         out = build / "runs" / f"overhead-{turn}"
         shutil.rmtree(out, ignore_errors=True)
@@ -46,7 +47,7 @@ def overhead(build: Path, steps: int) -> dict[str, float]:
                        batch_size=BATCH, compile=False, device="cpu", log_every=50, checkpoint_every=0,
                        max_steps=steps, **({} if name == "traced" else {"trace": None}))
         speeds[name].append(result.tokens_per_s)
-    return {name: max(values) for name, values in speeds.items()}
+    return speeds
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--documents", type=int, default=800)
     parser.add_argument("--share", type=float, default=0.05, help="planted share of the documents (both kinds)")
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=1600)
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as work:
@@ -71,12 +72,14 @@ def main() -> None:
             print(f"seed {seed}: shuffled precision@{row['shuffled'][1]} {row['shuffled'][0]:.2f}, "
                   f"templated precision@{row['templated'][1]} {row['templated'][0]:.2f}", flush=True)
             if seed == 0:
-                speeds = overhead(build, min(args.steps, 300))
+                speeds = overhead(build, min(args.steps, 200))
     for kind in ("shuffled", "templated"):
         values = [row[kind][0] for row in results]
         print(f"{kind}: mean precision {sum(values) / len(values):.2f} over {len(values)} seeds")
-    print(f"tokens/s on CPU, best of two turns each (seed 0's build): traced {speeds['traced']:,.0f}, untraced "
-          f"{speeds['untraced']:,.0f}; trace overhead {1 - speeds['traced'] / speeds['untraced']:.1%}")
+    best = 1 - max(speeds["traced"]) / max(speeds["untraced"])
+    median = 1 - statistics.median(speeds["traced"]) / statistics.median(speeds["untraced"])
+    print(f"tokens/s on CPU, four turns each (seed 0's build): traced {[round(v) for v in speeds['traced']]}, "
+          f"untraced {[round(v) for v in speeds['untraced']]}; trace overhead {best:.1%} (best), {median:.1%} (median)")
 
 
 if __name__ == "__main__":
