@@ -74,3 +74,16 @@ def test_the_report_draws_the_traced_loss(traced):
     traced, _ = traced
     page = write_report(traced).read_text(encoding="utf-8")
     assert "Loss by quality bucket over training" in page and "could not draw" not in page
+
+
+@pytest.mark.slow
+def test_planted_bad_pages_lead_document_loss(shared_data, tmp_path):
+    """Real English pages with 5% bad ones the rules let through, 1,600 traced steps of a small model on CPU: the
+    shuffled pages lead the high end of document_loss, the templated ones the low end (benchmarks/trace_planted.py
+    measures the same over several seeds)."""
+    from support.planted_training import build_train_and_trace, precision_at, write_planted_corpus
+
+    truth = write_planted_corpus(shared_data, tmp_path / "in", 800, 0.05, seed=1)
+    run = build_train_and_trace(tmp_path / "in", tmp_path / "build", 1600, seed=1)
+    assert precision_at(tmp_path / "build", run, truth, "shuffled", 20) >= 0.7
+    assert precision_at(tmp_path / "build", run, truth, "templated", 20) >= 0.7
