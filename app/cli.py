@@ -294,6 +294,25 @@ def train(manifest: Path = typer.Argument(..., help="stable (or anneal) manifest
     console.print(f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}; metrics: {result.metrics_path}")
 
 
+@app.command("coord-check")
+def coord_check(widths: str = typer.Option("32,64,128,256,512", "--widths", help="model widths, comma-separated"),
+                steps: int = typer.Option(4, "--steps", help="Adam steps before measuring"),
+                lr: float = typer.Option(1e-2, "--lr", help="learning rate at the smallest width")) -> None:
+    """The μP coordinate check: each layer's mean |activation| after a few Adam steps at growing widths, under μP
+    (model config `mup_base_dim`) and under standard parametrisation. Flat under μP: settings tuned on a narrow proxy
+    transfer to the wide model."""
+    from datafactory.trainer.mup import PARAMETRISATIONS, coordinate_check
+
+    sizes = [int(width) for width in widths.split(",")]
+    for parametrisation in PARAMETRISATIONS:
+        check = coordinate_check(parametrisation, sizes, steps=steps, lr=lr)
+        slopes = check.slopes()
+        rows = [(str(width), *(f"{value:.3f}" for value in scales)) for width, scales in zip(sizes, check.scales,
+                                                                                            strict=True)]
+        rows.append(("log-log slope", *(f"{slopes[layer]:+.2f}" for layer in check.layers)))
+        print_table(["width", *check.layers], rows, title=f"{parametrisation}: mean |activation| after {steps} steps")
+
+
 @app.command()
 def serve(
     config: Path | None = typer.Argument(None, help="build config YAML; default: the demo corpus in OUT/input"),

@@ -51,6 +51,10 @@ class ModelConfig:
     rope_theta: float = 10_000.0
     init_std: float = 0.02
     attention: str = "auto"  # auto | flex | sdpa
+    # μP (maximal update parametrisation, for Adam): widths count relative to this base width; hidden matrices get
+    # init std / sqrt(width / base) and learning rate / (width / base), logits are divided by width / base and
+    # attention scores scaled by 1 / head_dim, so settings tuned at the base width transfer. None: standard.
+    mup_base_dim: int | None = None
 
     def __post_init__(self) -> None:
         kv_heads = self.kv_heads
@@ -60,8 +64,20 @@ class ModelConfig:
             raise ValueError(f"n_heads {self.n_heads} is not divisible by n_kv_heads {kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+        if self.mup_base_dim is not None and self.mup_base_dim <= 0:
+            raise ValueError(f"mup_base_dim must be positive, not {self.mup_base_dim}")
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention must be one of {ATTENTION_BACKENDS}, not {self.attention!r}")
+
+    @property
+    def width_mult(self) -> float:
+        """dim / mup_base_dim under μP; 1 under standard parametrisation."""
+        return self.dim / self.mup_base_dim if self.mup_base_dim else 1.0
+
+    @property
+    def attention_scale(self) -> float | None:
+        """1 / head_dim under μP (query-key products grow with width once aligned); None: SDPA's 1/sqrt(head_dim)."""
+        return 1.0 / self.head_dim if self.mup_base_dim else None
 
     @property
     def kv_heads(self) -> int:
@@ -196,12 +212,13 @@ def flex_document_mask(doc_ids: torch.Tensor) -> BlockMask:
     return build(mask_mod, batch, None, seq, seq, device=doc_ids.device)
 
 
-def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: BlockMask, gqa: bool) -> torch.Tensor:
+def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: BlockMask, gqa: bool,
+          scale: float | None) -> torch.Tensor:
     """flex_attention as one fused kernel on GPU: traced into the graph when the caller is being
     compiled, else through a compiled wrapper (eager flex materialises the full score matrix)."""
     if torch.compiler.is_compiling() or q.device.type != "cuda":
-        return flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
-    return compile_once(flex_attention)(q, k, v, block_mask=mask, enable_gqa=gqa)
+        return flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa, scale=scale)
+    return compile_once(flex_attention)(q, k, v, block_mask=mask, enable_gqa=gqa, scale=scale)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -242,6 +259,7 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
+        self.scale = config.attention_scale
         self.wq = nn.Linear(config.dim, config.n_heads * config.head_dim, bias=False)
         self.wk = nn.Linear(config.dim, config.kv_heads * config.head_dim, bias=False)
         self.wv = nn.Linear(config.dim, config.kv_heads * config.head_dim, bias=False)
@@ -256,9 +274,9 @@ class Attention(nn.Module):
         gqa = self.n_kv_heads != self.n_heads
         if isinstance(mask, torch.Tensor) or mask is None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                               enable_gqa=gqa)
+                                               enable_gqa=gqa, scale=self.scale)
         else:
-            y = _flex(q, k, v, mask, gqa)
+            y = _flex(q, k, v, mask, gqa, self.scale)
         return self.wo(y.transpose(1, 2).reshape(batch, seq, -1))
 
 
@@ -310,15 +328,22 @@ class Transformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal(0, init_std) weights; residual output projections scaled by 1/sqrt(2 * n_layers)."""
+        """Normal(0, init_std) weights; residual output projections scaled by 1/sqrt(2 * n_layers); under μP the
+        hidden matrices (all but the embedding and output) by a further 1/sqrt(width_mult)."""
         std = self.config.init_std
+        embedding = {id(self.tok_embeddings.weight), id(self.output.weight)}
         for name, param in self.named_parameters():
             if param.dim() < 2:
                 nn.init.ones_(param)
-            elif name.endswith(("wo.weight", "w2.weight")):
-                nn.init.normal_(param, std=std / math.sqrt(2 * self.config.n_layers))
-            else:
-                nn.init.normal_(param, std=std)
+                continue
+            hidden = 1.0 if id(param) in embedding else 1.0 / math.sqrt(self.config.width_mult)
+            depth = 1.0 / math.sqrt(2 * self.config.n_layers) if name.endswith(("wo.weight", "w2.weight")) else 1.0
+            nn.init.normal_(param, std=std * hidden * depth)
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The matrices μP treats as hidden (width x width): every 2-D weight but the embedding and output."""
+        embedding = {id(self.tok_embeddings.weight), id(self.output.weight)}
+        return [param for param in self.parameters() if param.dim() >= 2 and id(param) not in embedding]
 
     def compile_layers(self) -> None:
         """torch.compile every block (torchtitan style): the blocks are identical, so they share one
@@ -355,4 +380,5 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)
         for layer in self._compiled_layers or self.layers:
             h = layer(h, cos, sin, mask)
-        return self.output(self.norm(h))
+        logits = self.output(self.norm(h))
+        return logits / self.config.width_mult if self.config.mup_base_dim else logits

@@ -76,13 +76,28 @@ def default_lr(config: ModelConfig) -> float:
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
                     device: torch.device) -> torch.optim.AdamW:
-    """AdamW; matrices decay, norm gains do not; fused kernel on CUDA."""
+    """AdamW; matrices decay, norm gains do not; fused kernel on CUDA. Under μP (model.config.mup_base_dim) the
+    hidden matrices learn at lr / width_mult (their group's `lr_scale`), embeddings and norms at lr."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    matrices = [p for p in params if p.dim() >= 2]
+    vectors = [p for p in params if p.dim() < 2]
+    config = getattr(model, "config", None)
+    if config is not None and config.mup_base_dim:
+        hidden = {id(p) for p in model.hidden_matrices()}
+        groups = [
+            {"params": [p for p in matrices if id(p) in hidden], "weight_decay": weight_decay,
+             "lr_scale": 1.0 / config.width_mult},
+            {"params": [p for p in matrices if id(p) not in hidden], "weight_decay": weight_decay, "lr_scale": 1.0},
+            {"params": vectors, "weight_decay": 0.0, "lr_scale": 1.0},
+        ]
+    else:
+        groups = [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda")
+
+
+def scaled_lr(group: dict, lr: float) -> float:
+    """The learning rate of one parameter group at schedule value lr (μP's per-group scale, else lr)."""
+    return lr * group.get("lr_scale", 1.0)
 
 
 # ----------------------------------------------------------------------------- one step
@@ -99,7 +114,7 @@ def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batch: Batc
     """Forward, backward, clip, AdamW update. Returns (loss, grad norm, per-source loss sums, counts, and with
     `traced` the per-segment statistics of every row, else None)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = scaled_lr(group, lr)
     with autocast:
         logits = model(batch.inputs, batch.doc_ids)
     # Compiled, the fp32 upcast fuses into the softmax: eager materialises a float copy of the logits (batch x seq
