@@ -151,10 +151,12 @@ class ContaminationIndex:
     def nbytes(self) -> int:
         return sum(getattr(self, name).nbytes for name in self.ARRAYS)
 
-    def facts(self) -> dict:
-        """What the stage's marker records of the index: items per eval set, entries, bytes, the prefilter's size."""
-        sets = self.items.column("eval_set").value_counts().to_pylist()
-        return {"items": {entry["values"]: entry["counts"] for entry in sets}, "entries": len(self.hashes),
+    def facts(self, eval_sets: list[str]) -> dict:
+        """What the stage's marker records of the index: items per eval set (an empty set too), entries, bytes, the
+        prefilter's size."""
+        counts = self.items.column("eval_set").value_counts().to_pylist()
+        counted = {entry["values"]: entry["counts"] for entry in counts}
+        return {"items": {name: counted.get(name, 0) for name in eval_sets}, "entries": len(self.hashes),
                 "bytes": self.nbytes, "bytes_per_item": round(self.nbytes / max(len(self.items), 1)),
                 "prefilter_bits": self.bits}
 

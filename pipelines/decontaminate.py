@@ -67,4 +67,5 @@ def run(job: StageRun) -> StageResult:
     index = cache(lambda: index_directory(job.config, job.build_dir))  # built only when the stage runs, not skipped
     return run_document_stage(job, FIELDS, lambda: Decontaminate(index(), config),
                               writes_text=config.mode == "remove_span",
-                              facts=lambda: {"index": ContaminationIndex.load(index()).facts()})
+                              facts=lambda: {"index": ContaminationIndex.load(index()).facts(
+                                  [spec.name for spec in config.eval_sets])})

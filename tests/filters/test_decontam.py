@@ -123,3 +123,9 @@ def test_index_round_trip_and_address(tmp_path):
     assert index_address(config, "files-a") != index_address(config.model_copy(update={"ngram": 12}), "files-a")
     assert index_address(config, "files-a") == index_address(config.model_copy(update={"mode": "remove_span"}),
                                                              "files-a")
+
+
+def test_index_facts_name_every_configured_set_even_an_empty_one():
+    index = ContaminationIndex.build([item(QUESTION)], DecontaminateConfig())
+    facts = index.facts(["mmlu", "gsm8k"])
+    assert facts["items"] == {"mmlu": 1, "gsm8k": 0} and facts["entries"] > 10 and facts["bytes"] > 0
