@@ -284,13 +284,21 @@ def train(manifest: Path = typer.Argument(..., help="stable (or anneal) manifest
           anneal_from: Path | None = typer.Option(None, "--anneal-from", help="branch a decay from this checkpoint"),
           batch_size: int = typer.Option(8, "--batch-size"),
           max_steps: int | None = typer.Option(None, "--max-steps"),
-          compile: bool = typer.Option(True, "--compile/--no-compile")) -> None:
+          compile: bool = typer.Option(True, "--compile/--no-compile"),
+          trace: bool = typer.Option(True, "--trace/--no-trace", help="record steps and document losses for "
+                                     "`factory trace`"),
+          trace_rows: int = typer.Option(8, "--trace-rows", help="rows of every batch whose documents are traced"),
+          spike_k: float = typer.Option(6.0, "--spike-k", help="a spike: above the median by k robust deviations"),
+          spike_window: int = typer.Option(100, "--spike-window", help="steps the spike statistic looks back")
+          ) -> None:
     """Train from a manifest with a WSD schedule that switches to the anneal recipe at decay start."""
+    from datafactory.trainer.trace import TraceSettings
     from datafactory.trainer.train import train as run_training
 
     out = out or manifest.parent.parent / "runs" / manifest.stem
+    settings = TraceSettings(rows_per_step=trace_rows, k=spike_k, window=spike_window) if trace else None
     result = run_training(manifest, model=model, out_dir=out, batch_size=batch_size, max_steps=max_steps,
-                          anneal_from=anneal_from, compile=compile)
+                          anneal_from=anneal_from, compile=compile, trace=settings)
     console.print(f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}; metrics: {result.metrics_path}")
 
 

@@ -87,3 +87,17 @@ def test_planted_bad_pages_lead_document_loss(shared_data, tmp_path):
     run = build_train_and_trace(tmp_path / "in", tmp_path / "build", 1600, seed=1)
     assert precision_at(tmp_path / "build", run, truth, "shuffled", 20) >= 0.7
     assert precision_at(tmp_path / "build", run, truth, "templated", 20) >= 0.7
+
+
+def test_train_options_set_what_is_traced(tmp_path):
+    from support.synthetic import build_corpus
+
+    corpus = build_corpus(tmp_path / "build")
+    for flags, run in ((["--trace-rows", "2"], "traced"), (["--no-trace"], "untraced")):
+        result = CliRunner().invoke(app, ["train", str(corpus.stable), "--out", str(tmp_path / run), "--max-steps",
+                                          "3", "--no-compile", *flags])
+        assert result.exit_code == 0, result.output
+    segments = pq.read_table(sorted((tmp_path / "traced" / "trace").glob("segments-*.parquet"))).to_pylist()
+    rows_per_step = [len({(row["shard"], row["row"]) for row in segments if row["step"] == step}) for step in (1, 2, 3)]
+    assert rows_per_step == [2, 2, 2]  # the batch has 8 rows; --trace-rows 2 keeps two (no spike this early)
+    assert not (tmp_path / "untraced" / "trace").exists() or not any((tmp_path / "untraced" / "trace").iterdir())
