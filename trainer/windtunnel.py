@@ -1,0 +1,82 @@
+"""Wind-tunnel fits: from a grid of proxy runs (width x token budget x learning rate x batch size) to the best setting
+per scale, power laws for the optimal learning rate and batch size (log-linear in width and tokens, with bootstrap
+intervals), and the validation measure of Step Law: the relative loss of the predicted setting over the best grid
+point at a scale the fit never saw."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+BOOTSTRAP_SAMPLES = 1000
+INTERVAL = (2.5, 97.5)  # percentiles of the bootstrap: a 95% interval
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    width: int
+    tokens: int
+    lr: float
+    batch_size: int
+    loss: float
+
+
+def best_per_scale(results: Sequence[ProxyResult]) -> list[ProxyResult]:
+    """The lowest-loss run of every (width, tokens) scale, in (width, tokens) order."""
+    best: dict[tuple[int, int], ProxyResult] = {}
+    for result in results:
+        key = (result.width, result.tokens)
+        if key not in best or result.loss < best[key].loss:
+            best[key] = result
+    return [best[key] for key in sorted(best)]
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """log y = intercept + sum(exponent[k] * log x[k]), and each exponent's bootstrap interval."""
+
+    target: str
+    inputs: tuple[str, ...]
+    intercept: float
+    exponents: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    samples: np.ndarray  # bootstrap coefficient draws: (samples, 1 + inputs)
+
+    def predict(self, **x: float) -> tuple[float, float, float]:
+        """The value at x, with the bootstrap's 95% interval."""
+        row = np.array([1.0, *(math.log(x[name]) for name in self.inputs)])
+        low, high = np.percentile(self.samples @ row, INTERVAL)
+        centre = self.intercept + sum(self.exponents[name] * row[i + 1] for i, name in enumerate(self.inputs))
+        return math.exp(centre), math.exp(low), math.exp(high)
+
+
+def fit_power_law(points: Sequence[ProxyResult], target: str, inputs: Sequence[str], seed: int = 0,
+                  samples: int = BOOTSTRAP_SAMPLES) -> PowerLaw:
+    """Least squares in log space over the points (the best run per scale); intervals from resampling the points."""
+    design = np.array([[1.0, *(math.log(getattr(point, name)) for name in inputs)] for point in points])
+    values = np.log(np.array([getattr(point, target) for point in points], dtype=np.float64))
+    if len(points) < design.shape[1]:
+        raise ValueError(f"{len(points)} scales cannot fit {target} against {', '.join(inputs)}: too few")
+    coefficients = np.linalg.lstsq(design, values, rcond=None)[0]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(samples):
+        chosen = rng.integers(0, len(points), len(points))
+        draws.append(np.linalg.lstsq(design[chosen], values[chosen], rcond=None)[0])
+    draws = np.array(draws)
+    intervals = {name: tuple(float(v) for v in np.percentile(draws[:, i + 1], INTERVAL))
+                 for i, name in enumerate(inputs)}
+    return PowerLaw(target, tuple(inputs), float(coefficients[0]),
+                    {name: float(coefficients[i + 1]) for i, name in enumerate(inputs)}, intervals, draws)
+
+
+def loss_gap(results: Sequence[ProxyResult], lr: float, batch_size: int) -> float:
+    """Step Law's measure at one scale: the relative loss of the grid point nearest the predicted setting (in log
+    learning rate, then log batch size) over the best grid point, as a fraction."""
+    best = min(result.loss for result in results)
+    nearest = min(results, key=lambda result: (abs(math.log(result.lr / lr)),
+                                               abs(math.log(result.batch_size / batch_size))))
+    return nearest.loss / best - 1.0
