@@ -73,6 +73,53 @@ def fit_power_law(points: Sequence[ProxyResult], target: str, inputs: Sequence[s
                     {name: float(coefficients[i + 1]) for i, name in enumerate(inputs)}, intervals, draws)
 
 
+@dataclass(frozen=True)
+class LossLaw:
+    """L = e + a * (width / width0)^-alpha + b * (tokens / tokens0)^-beta (Chinchilla's form with width for
+    parameters; widths and tokens measured from the smallest proxy so the parameters are of one scale), with
+    bootstrap draws of the parameters for intervals."""
+
+    params: tuple[float, float, float, float, float]  # e, a, alpha, b, beta
+    samples: np.ndarray  # (samples, 5)
+    width0: float
+    tokens0: float
+
+    def value(self, params: Sequence[float], width: float | np.ndarray, tokens: float | np.ndarray) -> np.ndarray:
+        e, a, alpha, b, beta = params
+        return e + a * (width / self.width0) ** -alpha + b * (tokens / self.tokens0) ** -beta
+
+    def predict(self, width: float, tokens: float) -> tuple[float, float, float]:
+        draws = [float(self.value(params, width, tokens)) for params in self.samples]
+        low, high = np.percentile(draws, INTERVAL)
+        return float(self.value(self.params, width, tokens)), float(low), float(high)
+
+
+def fit_loss_law(points: Sequence[ProxyResult], seed: int = 0, samples: int = 200) -> LossLaw:
+    """Least squares on the best loss per scale; intervals from resampling them. Each exponent needs three distinct
+    values of its variable (with two, the floor e and the term trade off freely)."""
+    from scipy.optimize import least_squares
+
+    for name in ("width", "tokens"):
+        if len({getattr(point, name) for point in points}) < 3:
+            raise ValueError(f"the loss law needs at least three distinct {name} values among the scales: too few")
+    widths = np.array([point.width for point in points], dtype=np.float64)
+    tokens = np.array([point.tokens for point in points], dtype=np.float64)
+    losses = np.array([point.loss for point in points], dtype=np.float64)
+    shape = LossLaw((0.0,) * 5, np.empty((0, 5)), float(widths.min()), float(tokens.min()))
+    spread = max(float(losses.max() - losses.min()), 1e-3)
+    start = np.array([float(losses.min()) - spread, spread, 0.5, spread, 0.5])
+
+    def fit(chosen: np.ndarray) -> np.ndarray:
+        def residuals(params: np.ndarray) -> np.ndarray:
+            return shape.value(params, widths[chosen], tokens[chosen]) - losses[chosen]
+
+        return least_squares(residuals, start, bounds=([0, 0, 0, 0, 0], [np.inf, np.inf, 3, np.inf, 3])).x
+
+    rng = np.random.default_rng(seed)
+    draws = np.array([fit(rng.integers(0, len(points), len(points))) for _ in range(samples)])
+    return LossLaw(tuple(float(v) for v in fit(np.arange(len(points)))), draws, shape.width0, shape.tokens0)
+
+
 def loss_gap(results: Sequence[ProxyResult], lr: float, batch_size: int) -> float:
     """Step Law's measure at one scale: the relative loss of the grid point nearest the predicted setting (in log
     learning rate, then log batch size) over the best grid point, as a fraction."""

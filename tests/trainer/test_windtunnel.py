@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from datafactory.trainer.windtunnel import ProxyResult, best_per_scale, fit_power_law, loss_gap
+from datafactory.trainer.windtunnel import ProxyResult, best_per_scale, fit_loss_law, fit_power_law, loss_gap
 
-WIDTHS, TOKENS = (64, 128, 256, 512), (100_000, 400_000)
+WIDTHS, TOKENS = (64, 128, 256, 512), (100_000, 200_000, 400_000)  # three budgets: the loss law needs them
 LRS = tuple(0.002 * 2 ** (i / 2) for i in range(10))  # half-octave grid, 0.002 .. 0.045
 BATCHES = (8, 16, 32)
 
@@ -60,3 +60,14 @@ def test_held_out_width_lands_near_its_best_grid_point():
 def test_too_few_scales_are_refused():
     with pytest.raises(ValueError, match="too few"):
         fit_power_law(best_per_scale(grid())[:2], "lr", ["width", "tokens"])
+    two_budgets = [point for point in best_per_scale(grid()) if point.tokens != 200_000]
+    with pytest.raises(ValueError, match="three distinct tokens"):
+        fit_loss_law(two_budgets)
+
+
+def test_loss_law_extrapolates_to_a_larger_scale():
+    law = fit_loss_law(best_per_scale(grid()))
+    predicted, low, high = law.predict(width=2048, tokens=1_600_000)
+    truth = 2.0 + 40 / 2048 ** 0.5 + 300 / 1_600_000 ** 0.3
+    assert low <= predicted <= high
+    assert predicted == pytest.approx(truth, rel=0.03)
