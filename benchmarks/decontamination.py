@@ -126,7 +126,8 @@ def planted_documents(data: Path, items: list[dict], rng: random.Random) -> list
 
 def ours(items: list[dict], documents: list[dict], **settings) -> tuple[list[bool], dict]:
     from datafactory.factory.config import DecontaminateConfig
-    from datafactory.filters.decontam import ContaminationIndex, Decontaminator, EvalItem
+    from datafactory.filters.decontam import ContaminationIndex, Decontaminator
+    from datafactory.filters.eval_sets import EvalItem
 
     config = DecontaminateConfig(**settings)
     start = time.perf_counter()

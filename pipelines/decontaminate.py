@@ -10,7 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from datafactory.factory.config import BuildConfig, DecontaminateConfig
-from datafactory.filters.decontam import ContaminationIndex, Decontaminator, index_address, read_eval_sets, remove_spans
+from datafactory.filters.decontam import ContaminationIndex, Decontaminator, index_address, remove_spans
+from datafactory.filters.eval_sets import read_eval_sets
 from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, added_names, run_document_stage
 from datafactory.pipelines.inputs import named_files_digest
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from datafactory.factory.config import BuildConfig, ConfigError
 from datafactory.factory.markers import outputs_digest
-from datafactory.filters.decontam import EvalSetError, read_eval_sets
+from datafactory.filters.eval_sets import EvalSetError, read_eval_sets
 from datafactory.filters.heuristics import HeuristicFilter
 from datafactory.filters.quality_train import missing_inner_model
 from datafactory.pipelines.inputs import input_bytes, named_files_digest, resolve_inputs

@@ -1,24 +1,11 @@
 """Decontamination matching: items found verbatim, with noise, by CJK characters, in fragments; controls and short
-overlaps left alone; spans cut with their margin; eval files read with located errors; the index's round trip."""
+overlaps left alone; spans cut with their margin; the index's round trip and address."""
 
 from __future__ import annotations
 
-import json
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-import pytest
-
-from datafactory.factory.config import DecontaminateConfig, EvalSetSpec
-from datafactory.filters.decontam import (
-    ContaminationIndex,
-    Decontaminator,
-    EvalItem,
-    EvalSetError,
-    index_address,
-    read_eval_set,
-    remove_spans,
-)
+from datafactory.factory.config import DecontaminateConfig
+from datafactory.filters.decontam import ContaminationIndex, Decontaminator, index_address, remove_spans
+from datafactory.filters.eval_sets import EvalItem
 
 QUESTION = ("Which of the following best explains why the ancient harbour town kept trading with inland villages "
             "long after the river had silted up and the larger ships could no longer reach its quays")
@@ -83,34 +70,6 @@ def test_spans_are_cut_with_their_margin_and_merged():
     assert "harbour" not in cut and cut.startswith("a" * 100) and cut.endswith("b" * 100)
     assert removed == len(text) - len(cut) + 1  # the two pieces left are joined by one newline
     assert remove_spans("abcdef", ((1, 2), (2, 4)), 0) == ("a\nef", 3)
-
-
-def test_eval_files_read_with_located_errors(tmp_path):
-    good = tmp_path / "mmlu.jsonl"
-    good.write_text(json.dumps({"id": 7, "question": "Q?", "choices": ["x", "y"], "answer": 1}) + "\n\n"
-                    + json.dumps({"question": "Q2?"}) + "\n")
-    spec = EvalSetSpec(path=str(good), name="mmlu", fields=["question", "choices", "answer"])
-    assert read_eval_set(spec, good) == [EvalItem("mmlu", "7", ("Q?", "x y", "1")),
-                                         EvalItem("mmlu", "line 3", ("Q2?", "", ""))]
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "fine"}\n{"question": \n')
-    with pytest.raises(EvalSetError, match=r"bad.jsonl: line 2: malformed JSON"):
-        read_eval_set(spec.model_copy(update={"fields": ["question"]}), bad)
-    with pytest.raises(EvalSetError, match="no item has the field.*prompt"):
-        read_eval_set(spec.model_copy(update={"fields": ["question", "prompt"]}), good)
-    binary = tmp_path / "binary.jsonl"
-    binary.write_bytes(b'{"question": "ok"}\n\xff\xfe\x00junk\n')
-    with pytest.raises(EvalSetError, match="binary.jsonl: line 2: not UTF-8"):
-        read_eval_set(spec.model_copy(update={"fields": ["question"]}), binary)
-    with pytest.raises(EvalSetError, match="file not found"):
-        read_eval_set(spec, tmp_path / "missing.jsonl")
-
-
-def test_parquet_eval_sets(tmp_path):
-    path = tmp_path / "cmmlu.parquet"
-    pq.write_table(pa.table({"question": [ZH_QUESTION], "answer": ["A"]}), path)
-    spec = EvalSetSpec(path=str(path), name="cmmlu", fields=["question", "answer"])
-    assert read_eval_set(spec, path) == [EvalItem("cmmlu", "row 0", (ZH_QUESTION, "A"))]
 
 
 def test_index_round_trip_and_address(tmp_path):
