@@ -22,6 +22,7 @@ from datafactory.filters.dedup import Tokens, text_chunks, tokenize, window_hash
 from datafactory.filters.eval_sets import EvalItem
 from datafactory.filters.text import CJK_DOMINANT_RATIO
 
+CONTAMINATED = "contaminated"  # the ledger's reason for a dropped document
 INDEX_VERSION = 1  # part of the index's address: a change of layout or hashing builds a new one
 PREFILTER_BITS_PER_ENTRY = 16  # ~6% of probes pass the bit array to the exact search
 
@@ -215,11 +216,33 @@ class Finding:
 CLEAN = Finding()
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What becomes of one document: kept as it is, kept without the matched spans (remove_span mode), or dropped
+    (in remove_span mode only when nothing is left)."""
+
+    finding: Finding
+    keep: bool
+    text: str
+    removed_chars: int = 0
+
+
 class Decontaminator:
     """Judges batches of documents against a ContaminationIndex."""
 
     def __init__(self, index: ContaminationIndex, config: DecontaminateConfig) -> None:
         self.index, self.config = index, config
+
+    def verdicts(self, texts: list[str]) -> list[Verdict]:
+        return [self._verdict(text, finding) for text, finding in zip(texts, self.findings(texts), strict=True)]
+
+    def _verdict(self, text: str, finding: Finding) -> Verdict:
+        if not finding.contaminated:
+            return Verdict(finding, True, text)
+        if self.config.mode != "remove_span":
+            return Verdict(finding, False, text)
+        kept, removed = remove_spans(text, finding.spans, self.config.margin_chars)
+        return Verdict(finding, bool(kept), kept, removed)
 
     def findings(self, texts: list[str]) -> list[Finding]:
         found: list[Finding] = []

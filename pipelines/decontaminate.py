@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from datafactory.factory.config import BuildConfig, DecontaminateConfig
-from datafactory.filters.decontam import ContaminationIndex, Decontaminator, index_address, remove_spans
+from datafactory.filters.decontam import CONTAMINATED, ContaminationIndex, Decontaminator, index_address
 from datafactory.filters.eval_sets import read_eval_sets
 from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, added_names, run_document_stage
 from datafactory.pipelines.inputs import named_files_digest
@@ -23,7 +23,6 @@ FIELDS = [
     pa.field("removed_chars", pa.int32()),  # remove_span mode: characters cut from the text
 ]
 ADDS = added_names(FIELDS)
-CONTAMINATED = "contaminated"
 
 
 def own_inputs(config: BuildConfig, build_dir: Path) -> str:
@@ -49,17 +48,12 @@ class Decontaminate(AnnotateBatch):
         self.decontaminator = Decontaminator(index, self.config)
 
     def annotate(self, rows: list[dict]) -> list[dict]:
-        for row, finding in zip(rows, self.decontaminator.findings([row["text"] for row in rows]), strict=True):
+        for row, verdict in zip(rows, self.decontaminator.verdicts([row["text"] for row in rows]), strict=True):
+            finding = verdict.finding
             item = self.items[finding.item] if finding.item is not None else {"eval_set": None, "item_id": None}
-            row.update(contaminated=finding.contaminated, score=finding.score, removed_chars=0, **item,
-                       keep=True, reason=None, detail=None)
-            if not finding.contaminated:
-                continue
-            if self.config.mode == "remove_span":
-                row["text"], row["removed_chars"] = remove_spans(row["text"], finding.spans, self.config.margin_chars)
-                if row["text"]:
-                    continue
-            row.update(keep=False, reason=CONTAMINATED, detail=finding.score)
+            row.update(contaminated=finding.contaminated, score=finding.score, removed_chars=verdict.removed_chars,
+                       text=verdict.text, keep=verdict.keep, reason=None if verdict.keep else CONTAMINATED,
+                       detail=None if verdict.keep else finding.score, **item)
         return rows
 
 
