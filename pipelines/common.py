@@ -219,13 +219,15 @@ def merge_runs(paths: Iterable[str], order: Callable[[dict], object]) -> Iterato
     return _merge(paths, order)
 
 
-def _merge(paths: list[str], order: Callable[[dict], object]) -> Iterator[dict]:
-    def rows(path: str) -> Iterator[dict]:
-        runs = pq.ParquetFile(path)
-        for group in range(runs.num_row_groups):  # one row group at a time: iter_batches would read ahead
-            yield from runs.read_row_group(group).to_pylist()
+def parquet_rows(path: str | Path) -> Iterator[dict]:
+    """A Parquet file's rows, holding one row group at a time (iter_batches reads several ahead)."""
+    file = pq.ParquetFile(path)
+    for group in range(file.num_row_groups):
+        yield from file.read_row_group(group).to_pylist()
 
-    return heapq.merge(*(rows(path) for path in paths), key=order)
+
+def _merge(paths: list[str], order: Callable[[dict], object]) -> Iterator[dict]:
+    return heapq.merge(*(parquet_rows(path) for path in paths), key=order)
 
 
 def _merge_into_run(paths: list[str], order: Callable[[dict], object], level: int, number: int) -> str:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafactory.factory.atomic import write_text_atomic
-from datafactory.pipelines.common import SumAlways, part_name, partition_of, write_parquet_atomic
+from datafactory.pipelines.common import SumAlways, parquet_rows, part_name, partition_of, write_parquet_atomic
 
 Edge = tuple[str, str]  # (child, parent) with parent < child
 EDGE_SCHEMA = pa.schema([("child", pa.string()), ("parent", pa.string())])
@@ -134,7 +134,7 @@ def read_edges(pipeline: beam.Pipeline, directories: list[Path], label: str) -> 
     return (
         pipeline
         | f"{label}Files" >> beam.Create(files)
-        | f"{label}Edges" >> beam.FlatMap(lambda path: pq.read_table(path).to_pylist())
+        | f"{label}Edges" >> beam.FlatMap(parquet_rows)
         | f"{label}Tuples" >> beam.Map(lambda row: (row["child"], row["parent"]))
     )
 

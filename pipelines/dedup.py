@@ -43,6 +43,7 @@ from datafactory.pipelines.common import (
     fill_empty_partitions,
     iter_kept_batches,
     output_schema,
+    parquet_rows,
     part_name,
     partition_of,
     read_kept_batches,
@@ -190,16 +191,9 @@ class KeysOfPart(beam.DoFn):
             yield writer
 
 
-def keys_of_file(path: str) -> Iterator[dict]:
-    """A spilled keys file's rows, a row group at a time."""
-    keys = pq.ParquetFile(path)
-    for group in range(keys.num_row_groups):
-        yield from keys.read_row_group(group).to_pylist()
-
-
 def read_keys(pipeline: beam.Pipeline, directory: Path) -> beam.PCollection:
     files = [str(path) for path in sorted(directory.glob("*.parquet"))]
-    return pipeline | "KeyFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(keys_of_file)
+    return pipeline | "KeyFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(parquet_rows)
 
 
 def exact_pairs(key: dict, index: int, passes: int) -> Iterable[tuple[str, str]]:
