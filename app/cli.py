@@ -16,6 +16,7 @@ from rich.table import Table
 
 from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.catalog import (
+    SQL_SPIKES,
     SUSPECT_COLUMNS,
     build_catalog,
     contamination_report,
@@ -212,10 +213,8 @@ def trace(run: str = typer.Option(..., "--run", help="run name: its trace is DIR
         suspects = training_suspects(build, run, top)
     except FileNotFoundError as err:
         fail(str(err))
-    quoted = run.replace("'", "''")
-    _, spikes = query(build, "SELECT step, round(loss, 4), round(grad_norm, 4) FROM train_steps "
-                             f"WHERE run = '{quoted}' AND spike ORDER BY step")
-    print_table(["step", "loss", "grad_norm"], spikes, title=f"spike steps of {run}: {len(spikes)}")
+    columns, spikes = query(build, SQL_SPIKES, {"run": run})
+    print_table(columns, spikes, title=f"spike steps of {run}: {len(spikes)}")
     for direction, rows in suspects.items():
         print_table(SUSPECT_COLUMNS, rows, title=f"documents whose loss stood out {direction}")
     if blocklist is not None:
@@ -224,6 +223,7 @@ def trace(run: str = typer.Option(..., "--run", help="run name: its trace is DIR
         lines += [f"{row[0]}  # {direction} excess {row[1]}" for direction, rows in suspects.items() for row in rows]
         write_text_atomic(blocklist, "\n".join(lines) + "\n")
         console.print(f"blocklist: {blocklist} ({sum(map(len, suspects.values()))} documents)")
+    quoted = run.replace("'", "''")  # shown as a command to copy, so quoted as SQL
     console.print(f"views: train_steps, segment_loss, document_loss in {build}/catalog.duckdb, e.g. factory stats "
                   f"--build {build} \"SELECT * FROM document_loss WHERE run = '{quoted}' ORDER BY excess DESC\"")
 

@@ -101,13 +101,13 @@ def build_catalog(build_dir: str | Path) -> Path:
     return target
 
 
-def query(build_dir: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run SQL against a build's catalog read-only; returns column names and rows."""
+def query(build_dir: str | Path, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
+    """Run SQL (with `$name` parameters) against a build's catalog read-only; returns column names and rows."""
     path = Path(build_dir) / CATALOG_NAME
     if not path.exists():
         raise FileNotFoundError(f"no catalog at {path}: run `factory build` first")
     with duckdb.connect(str(path), read_only=True) as con:
-        result = con.execute(sql)
+        result = con.execute(sql, params) if params else con.execute(sql)
         return [column[0] for column in result.description], result.fetchall()
 
 
@@ -157,14 +157,16 @@ ORDER BY d.excess {order}, d.doc_id LIMIT $top"""
 def training_suspects(build_dir: str | Path, run: str, top: int) -> dict[str, list[tuple]]:
     """Per direction (high: noise, wrong language, garbage; low: memorised boilerplate, escaped duplicates), the
     `top` documents of a run by their loss's excess over their source / language / bucket."""
-    path = Path(build_dir) / CATALOG_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"no catalog at {path}: run `factory build` first")
-    with duckdb.connect(str(path), read_only=True) as con:
-        if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'document_loss'").fetchone()[0]:
-            raise FileNotFoundError(f"no traced run in {build_dir}/runs/*/trace with shards to map it to documents")
-        if not con.execute("SELECT count(*) FROM document_loss WHERE run = $run", {"run": run}).fetchone()[0]:
-            runs = [row[0] for row in con.execute("SELECT DISTINCT run FROM document_loss ORDER BY 1").fetchall()]
-            raise FileNotFoundError(f"no trace of run {run!r} in {build_dir}; traced runs: {', '.join(runs)}")
-        return {direction: con.execute(sql_suspects(direction), {"run": run, "top": top}).fetchall()
-                for direction in ("high", "low")}
+    _, found = query(build_dir, "SELECT view_name FROM duckdb_views() WHERE view_name = 'document_loss'")
+    if not found:
+        raise FileNotFoundError(f"no traced run in {build_dir}/runs/*/trace with shards to map it to documents")
+    _, runs = query(build_dir, "SELECT DISTINCT run FROM document_loss ORDER BY 1")
+    if (run,) not in runs:
+        raise FileNotFoundError(f"no trace of run {run!r} in {build_dir}; traced runs: "
+                                f"{', '.join(name for name, in runs)}")
+    return {direction: query(build_dir, sql_suspects(direction), {"run": run, "top": top})[1]
+            for direction in ("high", "low")}
+
+
+SQL_SPIKES = """SELECT step, round(loss, 4) AS loss, round(grad_norm, 4) AS grad_norm
+FROM train_steps WHERE run = $run AND spike ORDER BY step"""
