@@ -160,7 +160,8 @@ class ContaminationIndex:
     def hits(self, tokens: Tokens) -> Hits:
         """Every indexed window found in the tokens within one text."""
         owner_end = np.repeat(tokens.bounds[1:], np.diff(tokens.bounds))
-        found = []
+        empty = np.zeros(0, dtype=np.int64)  # an index without windows (no eval set) finds nothing
+        starts_found, lengths_found, fields_found, positions_found = [empty], [empty], [empty], [empty]
         for length, hashes in zip(self.lengths, window_hashes(tokens.hashes, self.lengths), strict=True):
             within = np.arange(len(hashes)) + length <= owner_end[: len(hashes)]
             candidates = np.flatnonzero(self.may_contain(hashes) & within)
@@ -171,11 +172,12 @@ class ContaminationIndex:
             starts = np.repeat(candidates, repeats)
             fields = np.asarray(self.entry_field[entries], dtype=np.int64)
             same = np.asarray(self.field_gram[fields]) == length  # a hash collision across lengths is no hit
-            found.append(Hits(starts[same], np.full(same.sum(), length), fields[same],
-                              np.asarray(self.entry_position[entries[same]], dtype=np.int64)))
-        empty = np.zeros(0, dtype=np.int64)  # an index without windows (no eval set) finds nothing
-        return Hits(*(np.concatenate([empty] + [getattr(hits, name) for hits in found])
-                      for name in Hits.__dataclass_fields__))
+            starts_found.append(starts[same])
+            lengths_found.append(np.full(same.sum(), length))
+            fields_found.append(fields[same])
+            positions_found.append(np.asarray(self.entry_position[entries[same]], dtype=np.int64))
+        columns = (starts_found, lengths_found, fields_found, positions_found)
+        return Hits(*(np.concatenate(column) for column in columns))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """What training saw, kept for the factory: every step's loss, grad norm and LR (with spikes flagged against a
 robust running statistic), and the loss of each document segment in a sample of every batch's rows (every row of a
-spike step), with the shard row it came from. Parquet under RUN/trace/, written at each log flush, resumable."""
+spike step), with the shard row it came from. Parquet under RUN/trace/, written every 100 steps and at every
+checkpoint, resumable."""
 
 from __future__ import annotations
 
