@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from datafactory.trainer.model import ModelConfig, Transformer
+from datafactory.trainer.train import build_optimizer, scaled_lr
 
 PARAMETRISATIONS = ("mup", "sp")
 
@@ -34,8 +35,6 @@ def coordinate_check(parametrisation: str, widths: list[int], steps: int = 4, lr
                      base: ModelConfig | None = None) -> CoordinateCheck:
     """Every width trains `steps` steps on the same random tokens at the same learning rate (μP scales it per
     layer group from the smallest width); activations are measured on a fixed batch after the last step."""
-    from datafactory.trainer.train import build_optimizer, scaled_lr
-
     if parametrisation not in PARAMETRISATIONS:
         raise ValueError(f"parametrisation must be one of {PARAMETRISATIONS}, not {parametrisation!r}")
     base = base or ModelConfig(dim=widths[0], n_layers=2, n_heads=4, vocab_size=256, seq_len=64, attention="sdpa")
