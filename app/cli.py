@@ -279,10 +279,15 @@ def plan(build: Path = typer.Option(Path("build"), "--build", help="build direct
 
 @app.command()
 def train(manifest: Path = typer.Argument(..., help="stable (or anneal) manifest"),
-          model: str = typer.Option("test", "--model", help="model preset name or config file"),
+          config: Path | None = typer.Option(None, "--config", help="train settings YAML (model, "
+                                             "batch_size, lr, min_lr_ratio, ...), e.g. DIR/windtunnel/trainer.yaml"),
+          model: str | None = typer.Option(None, "--model", help="model preset name or config file [default: test, "
+                                           "or the config's]"),
           out: Path | None = typer.Option(None, "--out", help="run directory (default: beside the manifest)"),
           anneal_from: Path | None = typer.Option(None, "--anneal-from", help="branch a decay from this checkpoint"),
-          batch_size: int = typer.Option(8, "--batch-size"),
+          batch_size: int | None = typer.Option(None, "--batch-size", help="[default: 8, or the config's]"),
+          lr: float | None = typer.Option(None, "--lr", help="peak learning rate [default: by model size, or the "
+                                          "config's]"),
           max_steps: int | None = typer.Option(None, "--max-steps"),
           compile: bool = typer.Option(True, "--compile/--no-compile"),
           trace: bool = typer.Option(True, "--trace/--no-trace", help="record steps and document losses for "
@@ -292,13 +297,20 @@ def train(manifest: Path = typer.Argument(..., help="stable (or anneal) manifest
           spike_window: int = typer.Option(100, "--spike-window", help="steps the spike statistic looks back")
           ) -> None:
     """Train from a manifest with a WSD schedule that switches to the anneal recipe at decay start."""
+    from datafactory.trainer.settings import TrainSettings, load_train_settings
     from datafactory.trainer.trace import TraceSettings
     from datafactory.trainer.train import train as run_training
 
+    try:
+        settings = load_train_settings(config) if config else TrainSettings()
+    except ConfigError as err:
+        fail(str(err))
+    given = {"model": model, "batch_size": batch_size, "lr": lr}
+    settings = settings.model_copy(update={key: value for key, value in given.items() if value is not None})
     out = out or manifest.parent.parent / "runs" / manifest.stem
-    settings = TraceSettings(rows_per_step=trace_rows, k=spike_k, window=spike_window) if trace else None
-    result = run_training(manifest, model=model, out_dir=out, batch_size=batch_size, max_steps=max_steps,
-                          anneal_from=anneal_from, compile=compile, trace=settings)
+    tracing = TraceSettings(rows_per_step=trace_rows, k=spike_k, window=spike_window) if trace else None
+    result = run_training(manifest, out_dir=out, max_steps=max_steps, anneal_from=anneal_from, compile=compile,
+                          trace=tracing, **settings.train_kwargs())
     console.print(f"loss {result.first_loss:.3f} -> {result.last_loss:.3f}; metrics: {result.metrics_path}")
 
 
@@ -382,6 +394,45 @@ def sandbox(build: Path = typer.Option(Path("build"), "--build", help="build dir
     console.print(Markdown(report_markdown(report)))
     console.print(f"report: {build / 'sandbox' / 'report.json'}")
     console.print(f"next: factory plan --build {build} --policy {report['proposal']['policy_file']}", soft_wrap=True)
+
+
+@app.command()
+def windtunnel(build: Path = typer.Option(Path("build"), "--build", help="build directory"),
+               policy: Path | None = typer.Option(None, "--policy", help="policy YAML with a `windtunnel:` section"),
+               workers: int = typer.Option(1, "--workers", help="proxy runs at once, one process each"),
+               device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+               compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the proxies (GPU)"),
+               prefect: bool = typer.Option(True, "--prefect/--no-prefect",
+                                            help="run as the model-windtunnel Prefect flow, one task per proxy run")
+               ) -> None:
+    """μP proxies sweep learning rate x batch size over widths and WSD token budgets; fitted laws predict the target
+    run's peak LR, batch size, decay length and loss (DIR/windtunnel/report.md, trainer.yaml, policy.yaml)."""
+    quiet_libraries()
+    server = connect_prefect() if prefect else None
+    from rich.markdown import Markdown
+
+    from datafactory.factory.manifest import ManifestError
+    from datafactory.flows.lock import DirLocked
+    from datafactory.flows.windtunnel import run_windtunnel, windtunnel_flow
+    from datafactory.mixtures.methods import InfeasiblePlan
+    from datafactory.mixtures.policy import load_policy
+    from datafactory.mixtures.sandbox import SandboxError
+    from datafactory.trainer.windtunnel_report import report_markdown
+
+    try:
+        loaded = load_policy(policy)  # a bad policy fails here, before any proxy trains
+        wait_for_prefect(server)
+        if prefect:
+            report = windtunnel_flow(workers)(str(build), None if policy is None else str(policy), device=device,
+                                              compile=compile, workers=workers)
+        else:
+            report = run_windtunnel(build, loaded, device=device, compile=compile, workers=workers)
+    except (ConfigError, InfeasiblePlan, SandboxError, ManifestError, DirLocked) as err:
+        fail(str(err))
+    console.print(Markdown(report_markdown(report)))
+    console.print(f"report: {build / 'windtunnel' / 'report.md'} (and report.json)")
+    console.print(f"next: factory plan --build {build} --policy {report['files']['policy']} && factory train "
+                  f"{build}/manifests/stable.json --config {report['files']['trainer']}", soft_wrap=True)
 
 
 server_app = typer.Typer(help="The background Prefect server that builds record their runs in.",

@@ -4,6 +4,7 @@ with the SQL behind it; a chart whose view or column is missing says so on the p
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -523,6 +524,98 @@ def contamination_chart(cat: Catalog) -> Chart:
     return chart
 
 
+# ----------------------------------------------------------------------------- wind tunnel
+
+WINDTUNNEL_REPORT = "windtunnel/report.json"
+
+
+def sql_tunnel_runs(cat: Catalog) -> str:
+    return f"""WITH runs AS (SELECT unnest(runs, recursive := true) FROM read_json_auto({cat.path(WINDTUNNEL_REPORT)}))
+SELECT width, lr, min(loss) AS loss
+FROM runs
+WHERE tokens = (SELECT max(tokens) FROM runs)
+GROUP BY ALL
+ORDER BY ALL"""
+
+
+def sql_tunnel_optima(cat: Catalog) -> str:
+    return f"""WITH optima AS (SELECT unnest(optima, recursive := true) FROM read_json_auto({cat.path(WINDTUNNEL_REPORT)}))
+SELECT * FROM optima ORDER BY width, tokens"""
+
+
+def windtunnel_charts(cat: Catalog) -> list[Chart]:
+    path = cat.root / WINDTUNNEL_REPORT
+    if not path.exists():
+        return [Chart("Wind tunnel", note=f"no wind tunnel yet (no {path}): `factory windtunnel --build DIR "
+                                          "--policy POLICY` writes it")]
+    report = json.loads(path.read_text(encoding="utf-8"))
+    return [make(cat, report) for make in (tunnel_lr_chart, tunnel_laws_chart, tunnel_validation_chart)]
+
+
+def tunnel_lr_chart(cat: Catalog, report: dict) -> Chart:
+    """Loss against peak learning rate at the largest budget (the best batch size of each), one line per width:
+    under μP the minima line up."""
+    sql = sql_tunnel_runs(cat)
+    rows = cat.rows(sql)
+    figure = new_figure()
+    for width in sorted({row["width"] for row in rows}):
+        mine = [row for row in rows if row["width"] == width]
+        held = " (held out)" if width == report["grid"]["held_out_width"] else ""
+        figure.add_trace(go.Scatter(x=[row["lr"] for row in mine], y=[row["loss"] for row in mine],
+                                    mode="lines+markers", name=f"width {width}{held}"))
+    figure.add_vline(x=report["validation"]["by_budget"][str(report["validation"]["tokens"])]["predicted_lr"],
+                     line_dash="dash", annotation_text="predicted for the held-out width")
+    figure.update_layout(height=400, xaxis_type="log", xaxis_title="peak learning rate (base width)",
+                         yaxis_title="validation loss")
+    return Chart("Validation loss vs learning rate per width (largest budget, best batch size)", [sql], figure)
+
+
+def tunnel_laws_chart(cat: Catalog, report: dict) -> Chart:
+    """The optimal learning rate and batch size of every scale against tokens, with the fitted power laws."""
+    sql = sql_tunnel_optima(cat)
+    rows, laws = cat.rows(sql), report["laws"]
+    figure = new_figure(rows=1, cols=2, subplot_titles=("optimal learning rate", "optimal batch size (sequences)"))
+    tokens = sorted({row["tokens"] for row in rows} | {report["prediction"]["tokens"]})
+    for i, width in enumerate(sorted({row["width"] for row in rows})):
+        mine = [row for row in rows if row["width"] == width]
+        colour = COLORWAY[i % len(COLORWAY)]
+        figure.add_trace(go.Scatter(x=[row["tokens"] for row in mine], y=[row["lr"] for row in mine],
+                                    mode="markers", name=f"width {width}", marker_color=colour), row=1, col=1)
+        lr_law = laws["lr"]
+        figure.add_trace(go.Scatter(x=tokens, y=[math.exp(lr_law["intercept"]) * width ** lr_law["exponents"]["width"]
+                                                 * t ** lr_law["exponents"]["tokens"] for t in tokens],
+                                    mode="lines", line={"dash": "dot", "color": colour}, showlegend=False),
+                         row=1, col=1)
+        figure.add_trace(go.Scatter(x=[row["tokens"] for row in mine], y=[row["batch_size"] for row in mine],
+                                    mode="markers", marker_color=colour, showlegend=False), row=1, col=2)
+    batch_law = laws["batch_size"]
+    figure.add_trace(go.Scatter(x=tokens, y=[math.exp(batch_law["intercept"]) * t ** batch_law["exponents"]["tokens"]
+                                             for t in tokens], mode="lines", name="fitted law",
+                                line={"dash": "dot", "color": "black"}), row=1, col=2)
+    figure.update_xaxes(type="log", title_text="training tokens")
+    figure.update_yaxes(type="log")
+    figure.update_layout(height=420)
+    return Chart("Optimal settings per scale and the fitted laws (dotted)", [sql], figure)
+
+
+def tunnel_validation_chart(cat: Catalog, report: dict) -> Chart:
+    """Predicted against measured at the held-out width: the decay branch the curve law never saw."""
+    validation = report["validation"]
+    figure = new_figure([
+        go.Scatter(y=validation["measured"], mode="lines+markers", name="measured (block means)"),
+        go.Scatter(y=validation["predicted"], mode="lines", line={"dash": "dash"}, name="loss-curve law"),
+    ])
+    figure.update_layout(height=360, xaxis_title=f"decay block (from step {validation['first_step']})",
+                         yaxis_title="training loss")
+    rows = [(tokens, f"{row['predicted_lr']:.3g}", f"{row['best_lr']:.3g}", f"{row['predicted_batch_size']:.3g}",
+             f"{row['best_batch_size']:g}", f"{row['loss_gap']:.2%}", f"{row['loss_error']:+.2%}")
+            for tokens, row in validation["by_budget"].items()]
+    return Chart(f"Held-out width {validation['width']}: loss gap {validation['loss_gap']:.2%}, decay-curve MAPE "
+                 f"{validation['curve_mape']:.2%} on the unseen {validation['unseen_tokens']:,}-token branch",
+                 figure=figure, extra_html=html_table(["tokens", "predicted lr", "best lr", "predicted batch",
+                                                       "best batch", "loss gap", "loss-law error"], rows))
+
+
 # ----------------------------------------------------------------------------- page
 
 def collect(cat: Catalog) -> list[Section]:
@@ -538,6 +631,7 @@ def collect(cat: Catalog) -> list[Section]:
         ("Planned mixtures", "mixtures", "Planned mixtures", mixture_chart),
         ("Training", "training", "Training runs", training_charts),
         ("Training", "training", "Loss by quality bucket; spike steps", traced_loss_chart),
+        ("Wind tunnel", "windtunnel", "Wind tunnel", windtunnel_charts),
     ]
     sections: dict[str, Section] = {}
     for title, anchor, chart_title, make in plan:

@@ -216,12 +216,22 @@ def build_tokenizer(build_dir: Path) -> dict:
     return {key: info[key] for key in TOKENIZER_KEYS}
 
 
-def plan(build_dir: str | Path, policy: Policy) -> dict[str, Path]:
-    """Write manifests/stable.json, manifests/anneal.json and manifests/plan.parquet (catalog view `plan`).
-    The anneal is planned first: its top-bucket data is the scarce part, and its repeats of a shard count
-    against that shard's repetition cap in the stable phase."""
-    build_dir = Path(build_dir)
-    index = load_index(build_dir)
+@dataclass(frozen=True)
+class PlannedPhases:
+    """Both manifests of one plan and the groups and token counts behind them (what the plan table explains)."""
+
+    stable: dict
+    anneal: dict
+    stable_groups: list[Group]
+    stable_planned: dict[str, int]
+    anneal_groups: list[Group]
+    anneal_planned: dict[str, int]
+
+
+def plan_phases(index: list[dict], policy: Policy, tokenizer: dict) -> PlannedPhases:
+    """The stable and anneal manifests the policy plans on these shards (the stable one names anneal.json next).
+    The anneal is planned first: its top-bucket data is the scarce part, and its repeats of a shard count against
+    that shard's repetition cap in the stable phase."""
     total = policy.total_tokens or sum(entry["tokens"] for entry in index)
     anneal_budget = round(exact(policy.anneal_fraction) * total)
     stable_budget = total - anneal_budget
@@ -233,23 +243,29 @@ def plan(build_dir: str | Path, policy: Policy) -> dict[str, Path]:
                for group in anneal_groups for shard in group.shards}
     stable_groups, stable_planned = plan_stable(index, stable_budget, policy, repeats)
     context = {
-        "tokenizer": build_tokenizer(build_dir),
+        "tokenizer": tokenizer,
         "seq_len": index[0]["seq_len"],
         "lr_schedule": {
             "total_tokens": total, "warmup_tokens": round(exact(policy.warmup_fraction) * total),
             "decay_start_tokens": stable_budget, "decay_tokens": anneal_budget, "decay_shape": policy.decay_shape,
         },
     }
-    stable = phase_manifest("stable", stable_groups, stable_planned, policy, context)
-    stable["next_phase"] = "anneal.json"
+    stable = phase_manifest("stable", stable_groups, stable_planned, policy, context) | {"next_phase": "anneal.json"}
     anneal = phase_manifest("anneal", anneal_groups, anneal_planned, policy, context)
+    return PlannedPhases(stable, anneal, stable_groups, stable_planned, anneal_groups, anneal_planned)
+
+
+def plan(build_dir: str | Path, policy: Policy) -> dict[str, Path]:
+    """Write manifests/stable.json, manifests/anneal.json and manifests/plan.parquet (catalog view `plan`)."""
+    build_dir = Path(build_dir)
+    planned = plan_phases(load_index(build_dir), policy, build_tokenizer(build_dir))
     out = build_dir / "manifests"
     written = {phase: dump_manifest(manifest, out / f"{phase}.json")
-               for phase, manifest in (("stable", stable), ("anneal", anneal))}
+               for phase, manifest in (("stable", planned.stable), ("anneal", planned.anneal))}
     build_catalog(build_dir)  # refreshed first, so the quality query sees this build's views
     quality = shard_quality(build_dir)
-    rows = (plan_rows("stable", stable_groups, stable_planned, quality)
-            + plan_rows("anneal", anneal_groups, anneal_planned, quality))
+    rows = (plan_rows("stable", planned.stable_groups, planned.stable_planned, quality)
+            + plan_rows("anneal", planned.anneal_groups, planned.anneal_planned, quality))
     with atomic_path(out / PLAN_FILE) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA), tmp)
     written["plan"] = out / PLAN_FILE

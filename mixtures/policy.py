@@ -113,6 +113,52 @@ class SandboxRules(Strict):
         return self
 
 
+class WindTunnelTarget(Strict):
+    """The run the wind tunnel predicts settings for."""
+
+    model: str | dict[str, Any] = Field(
+        "125m", description="a preset name, a config file, or ModelConfig fields (`preset:` + overrides)")
+    tokens: int = Field(2_500_000_000, gt=0, description="its training tokens")
+
+
+class WindTunnelRules(Strict):
+    """`factory windtunnel`: μP proxies at growing widths sweep learning rate x batch size; WSD decay branches off
+    one stable run per setting give several token budgets; fitted laws predict the target run's settings."""
+
+    targets: dict[str, TargetSet] = Field(
+        default_factory=dict, description="validation sets held out of every proxy; default: one per source")
+    heldout_fraction: float = Field(0.1, gt=0, le=1, description="share of a target set's shards held out (>= 1)")
+    widths: list[int] = Field([64, 96, 128, 192], min_length=4, description=(
+        "proxy widths (model dim), smallest first; the first is the μP base width, the last is held out: "
+        "predicted from the others, then run to validate the prediction"))
+    model: dict[str, Any] = Field(
+        default_factory=lambda: {"n_layers": 2, "n_heads": 4, "n_kv_heads": 2},
+        description="ModelConfig fields every proxy shares (not dim or mup_base_dim: the wind tunnel sets them)")
+    learning_rates: list[float] = Field([0.0025, 0.005, 0.01, 0.02, 0.04], min_length=3,
+                                        description="peak learning rates at the base width (μP scales the rest)")
+    batch_sizes: list[int] = Field([8, 16, 32], min_length=2, description="sequences per step")
+    token_budgets: list[int] = Field([2_500_000, 5_000_000, 10_000_000], min_length=3, description=(
+        "training tokens of the decay branches: one stable run per setting, a decay off it for each budget"))
+    eval_tokens: int = Field(1_000_000, gt=0, description="most validation tokens read per target set")
+    decay_fractions: list[float] = Field(
+        [0.05, 0.1, 0.15, 0.2, 0.25, 0.3], min_length=1,
+        description="decay lengths (shares of the tokens) the fitted loss-curve law chooses among")
+    target: WindTunnelTarget = WindTunnelTarget()
+
+    @model_validator(mode="after")
+    def _grid_is_sound(self) -> WindTunnelRules:
+        for name in ("widths", "learning_rates", "batch_sizes", "token_budgets"):
+            values = getattr(self, name)
+            if list(values) != sorted(set(values)) or min(values) <= 0:
+                raise ValueError(f"{name} must be positive and strictly increasing, not {values}")
+        if set(self.model) & {"dim", "mup_base_dim"}:
+            raise ValueError("model must not set dim or mup_base_dim: `widths` sets dim, and the first width is the "
+                             "μP base")
+        if not all(0 < fraction < 1 for fraction in self.decay_fractions):
+            raise ValueError(f"decay_fractions must lie strictly between 0 and 1, not {self.decay_fractions}")
+        return self
+
+
 class Policy(Strict):
     """A training run's wishes; every key has a default, so an empty policy file is valid."""
 
@@ -127,6 +173,7 @@ class Policy(Strict):
     stable: PhaseRules = PhaseRules()
     anneal: AnnealRules = AnnealRules()
     sandbox: SandboxRules = SandboxRules()
+    windtunnel: WindTunnelRules = WindTunnelRules()
 
     @model_validator(mode="after")
     def _phases_fit(self) -> Policy:

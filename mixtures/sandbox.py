@@ -17,7 +17,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 
 from datafactory.mixtures.methods import InfeasiblePlan, exact, largest_remainder
 from datafactory.mixtures.planner import group_key, make_groups, phase_manifest, plan_anneal, plan_stable, supplies
-from datafactory.mixtures.policy import Policy, SandboxRules, TargetSet
+from datafactory.mixtures.policy import Policy, SandboxRules, TargetSet, WindTunnelRules
 
 UNITS = 10_000  # mixtures are whole multiples of 1/UNITS, so a proposal's shares are exact decimals in its policy
 EXPLORE = 0.25  # share of the Dirichlet's mean spread uniformly, so components the prior starves still get tried
@@ -36,7 +36,7 @@ def matches(entry: dict, target: TargetSet) -> bool:
         target.lang is None or entry["lang"] == target.lang)
 
 
-def select_heldout(index: list[dict], rules: SandboxRules) -> dict[str, list[dict]]:
+def select_heldout(index: list[dict], rules: SandboxRules | WindTunnelRules) -> dict[str, list[dict]]:
     """Held-out shards per target set: ceil(heldout_fraction) of its shards (at least one), picked by a hash of
     the path, so the choice is stable across reruns and does not follow the order shards were written in."""
     if not rules.targets:
@@ -48,7 +48,7 @@ def select_heldout(index: list[dict], rules: SandboxRules) -> dict[str, list[dic
                         key=lambda entry: hashlib.sha256(entry["path"].encode()).hexdigest())
         if not shards:
             have = sorted({(entry["source"], entry["lang"]) for entry in index})
-            raise SandboxError(f"sandbox target {name} ({target.model_dump(exclude_none=True)}) matches no shard; "
+            raise SandboxError(f"validation target {name} ({target.model_dump(exclude_none=True)}) matches no shard; "
                                f"the build has (source, lang) {have}")
         heldout[name] = sorted(shards[:max(1, math.ceil(rules.heldout_fraction * len(shards)))],
                                key=lambda entry: entry["path"])

@@ -135,7 +135,7 @@ def find_start(out_dir: Path, anneal_from: str | Path | None, lr_schedule: dict,
     if ckpt["phase"] != "stable":
         raise ValueError(f"anneal_from {path} is a checkpoint of the {ckpt['phase']} phase, not a stable one")
     shift = ckpt["tokens"] - lr_schedule["decay_start_tokens"]
-    if shift:
+    if abs(shift) >= batch_size * config.seq_len:  # within a step of it, the branch is the planned start in steps
         log.warning("branching the decay at %d tokens (the manifest's decay starts at %d)",
                     ckpt["tokens"], lr_schedule["decay_start_tokens"])
     return Start("branch", ckpt, path, ckpt["tokens"], lr_schedule["total_tokens"] + shift)

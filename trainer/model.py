@@ -106,20 +106,24 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def load_model_config(spec: str | Path | ModelConfig, **overrides: Any) -> ModelConfig:
-    """A preset name ("test", "125m", "350m", "1b"), a JSON/YAML file, or a config; then overrides.
+def load_model_config(spec: str | Path | ModelConfig | dict[str, Any], **overrides: Any) -> ModelConfig:
+    """A preset name ("test", "125m", "350m", "1b"), a JSON/YAML file, a mapping of fields, or a config; then
+    overrides.
 
-    A file holds ModelConfig fields and optionally `preset: NAME` as the base; unknown keys are errors.
+    A file or mapping holds ModelConfig fields and optionally `preset: NAME` as the base; unknown keys are errors.
     """
     if isinstance(spec, ModelConfig):
         base, fields, origin = spec, {}, "<ModelConfig>"
-    elif str(spec) in PRESETS:
+    elif not isinstance(spec, dict) and str(spec) in PRESETS:
         base, fields, origin = PRESETS[str(spec)], {}, f"preset {spec}"
     else:
-        path = Path(spec)
-        if not path.is_file():
-            raise ValueError(f"model config {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-        fields, origin = _read_config_file(path), str(path)
+        if isinstance(spec, dict):
+            fields, origin = dict(spec), "model config"
+        else:
+            path = Path(spec)
+            if not path.is_file():
+                raise ValueError(f"model config {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+            fields, origin = _read_config_file(path), str(path)
         preset = fields.pop("preset", None)
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"{origin}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
@@ -172,6 +176,7 @@ def flex_available() -> bool:
     return flex_attention is not None
 
 
+@functools.cache  # a process decides (and warns) once per device, however many models it builds
 def resolve_attention(requested: str, device: torch.device) -> str:
     """"flex" or "sdpa" for this device; "auto" picks flex wherever it can train (CUDA)."""
     if requested == "sdpa":

@@ -144,3 +144,11 @@ class Tracer:
     def _write(self, kind: str, first: int, last: int, table: pa.Table) -> None:
         with atomic_path(self.directory / f"{kind}-{first:09d}-{last:09d}.parquet") as tmp:
             pq.write_table(table, tmp, compression="zstd")
+
+
+def read_steps(run_dir: str | Path) -> pa.Table:
+    """Every traced step of a run (RUN/trace/steps-*.parquet), in step order; empty when it traced none."""
+    files = sorted((Path(run_dir) / TRACE_DIR).glob("steps-*.parquet"))
+    if not files:
+        return STEPS_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(path) for path in files]).sort_by("step")

@@ -17,21 +17,58 @@ INTERVAL = (2.5, 97.5)  # percentiles of the bootstrap: a 95% interval
 
 @dataclass(frozen=True)
 class ProxyResult:
+    """One run's final validation loss at one scale (width, tokens) and setting (lr, batch size); for a fitted
+    optimum, lr and batch_size may fall between grid values."""
+
     width: int
     tokens: int
     lr: float
-    batch_size: int
+    batch_size: float
     loss: float
 
 
-def best_per_scale(results: Sequence[ProxyResult]) -> list[ProxyResult]:
-    """The lowest-loss run of every (width, tokens) scale, in (width, tokens) order."""
-    best: dict[tuple[int, int], ProxyResult] = {}
+def _vertex(values: Sequence[float], losses: Sequence[float], best: int) -> tuple[float, bool]:
+    """The minimum of the parabola in log(value) through the best grid point and its two neighbours, kept between
+    those neighbours; at the edge of the grid (or where the three points do not bend upwards) the best grid value,
+    flagged as on the edge when it is the first or last."""
+    if best in (0, len(values) - 1):
+        return values[best], True
+    x = np.log(np.asarray(values[best - 1:best + 2], dtype=np.float64))
+    curvature, slope, _ = np.polyfit(x, np.asarray(losses[best - 1:best + 2], dtype=np.float64), 2)
+    if curvature <= 0:
+        return values[best], False
+    return float(math.exp(min(max(-slope / (2 * curvature), x[0]), x[2]))), False
+
+
+@dataclass(frozen=True)
+class ScaleOptimum:
+    """The optimal setting at one scale (continuous: parabola vertices around the best grid point) and whether
+    it sits on the grid's edge, where the true optimum may lie beyond."""
+
+    point: ProxyResult
+    lr_on_edge: bool
+    batch_on_edge: bool
+
+
+def scale_optimum(results: Sequence[ProxyResult]) -> ScaleOptimum:
+    """Along learning rate at the best batch size, then along batch size at the best learning rate; the loss is
+    the best measured one (what the grid can vouch for)."""
+    best = min(results, key=lambda result: result.loss)
+    lrs = sorted({r.lr for r in results if r.batch_size == best.batch_size})
+    by_lr = {r.lr: r.loss for r in results if r.batch_size == best.batch_size}
+    batches = sorted({r.batch_size for r in results if r.lr == best.lr})
+    by_batch = {r.batch_size: r.loss for r in results if r.lr == best.lr}
+    lr, lr_edge = _vertex(lrs, [by_lr[v] for v in lrs], lrs.index(best.lr))
+    batch, batch_edge = _vertex(batches, [by_batch[v] for v in batches], batches.index(best.batch_size))
+    return ScaleOptimum(ProxyResult(best.width, best.tokens, lr, batch, best.loss), lr_edge, batch_edge)
+
+
+def optima(results: Sequence[ProxyResult]) -> list[ScaleOptimum]:
+    """scale_optimum of every (width, tokens) scale, in (width, tokens) order."""
+    scales: dict[tuple[int, int], list[ProxyResult]] = {}
     for result in results:
-        key = (result.width, result.tokens)
-        if key not in best or result.loss < best[key].loss:
-            best[key] = result
-    return [best[key] for key in sorted(best)]
+        scales.setdefault((result.width, result.tokens), []).append(result)
+    return [scale_optimum(scales[key]) for key in sorted(scales)]
 
 
 @dataclass(frozen=True)

@@ -234,3 +234,28 @@ def test_report_renders_in_chromium(chromium, demo_build, tmp_path):
                         f"--screenshot={screenshot}")
     assert screenshot.exists(), shot.stderr[-3000:]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
+
+
+# ----------------------------------------------------------------------------- wind tunnel
+
+
+def test_the_wind_tunnel_charts_draw_from_its_report(tmp_path):
+    """Three charts from DIR/windtunnel/report.json (the planted grid's analysis), each query runnable in DuckDB."""
+    from support.windtunnel_grid import DECAY_FRACTIONS, SEQ_LEN, WARMUP, WIDTHS, curves, grid
+
+    from datafactory.trainer.windtunnel_report import TunnelInputs, analyse
+
+    report = analyse(TunnelInputs(grid(), curves(), SEQ_LEN, WARMUP, DECAY_FRACTIONS, target_width=2048,
+                                  target_tokens=1_600_000))
+    report["grid"] = {"held_out_width": WIDTHS[-1]}
+    (tmp_path / "windtunnel").mkdir()
+    (tmp_path / "windtunnel" / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    duckdb.connect(str(tmp_path / "catalog.duckdb")).close()  # an empty catalog: the other charts note their absence
+    page = page_of(write_report(tmp_path).parent)
+    assert all(f'id="chart-windtunnel-{i}"' in page for i in range(3)), notes(page)
+    assert f"loss gap {report['validation']['loss_gap']:.2%}" in page
+    tunnel_sql = [sql for sql in sql_blocks(page) if "windtunnel/report.json" in sql]
+    assert len(tunnel_sql) == 2
+    with duckdb.connect() as con:
+        for sql in tunnel_sql:
+            assert con.execute(sql).fetchall(), sql

@@ -1,39 +1,34 @@
 """Wind-tunnel fits on a grid whose truth is known: under μP the optimal learning rate does not move with width
-(its fitted exponent's interval holds 0) and falls with tokens as planted; the prediction at a held-out width picks a
-grid point within a hair of the best there."""
+(its fitted exponent's interval holds 0) and falls with tokens as planted; the optimum per scale lies between grid
+points where the parabola puts it; the prediction at a held-out width picks a grid point within a hair of the best."""
 
 import math
 
-import numpy as np
 import pytest
+from support.windtunnel_grid import TOKENS, WIDTHS, grid, optimum_lr
 
-from datafactory.trainer.windtunnel import ProxyResult, best_per_scale, fit_loss_law, fit_power_law, loss_gap
-
-WIDTHS, TOKENS = (64, 128, 256, 512), (100_000, 200_000, 400_000)  # three budgets: the loss law needs them
-LRS = tuple(0.002 * 2 ** (i / 2) for i in range(10))  # half-octave grid, 0.002 .. 0.045
-BATCHES = (8, 16, 32)
-
-
-def optimum_lr(tokens: int) -> float:
-    return 0.01 * (tokens / 100_000) ** -0.2  # planted: width-free (μP), falling with tokens
-
-
-def optimum_batch(tokens: int) -> float:
-    return 16 * (tokens / 100_000) ** 0.5
+from datafactory.trainer.windtunnel import (
+    ProxyResult,
+    fit_loss_law,
+    fit_power_law,
+    loss_gap,
+    optima,
+    scale_optimum,
+)
 
 
-def grid(seed: int = 0) -> list[ProxyResult]:
-    rng = np.random.default_rng(seed)
-    results = []
-    for width in WIDTHS:
-        for tokens in TOKENS:
-            floor = 2.0 + 40 / width ** 0.5 + 300 / tokens ** 0.3
-            for lr in LRS:
-                for batch in BATCHES:
-                    misfit = math.log(lr / optimum_lr(tokens)) ** 2 + 0.3 * math.log(batch / optimum_batch(tokens)) ** 2
-                    results.append(ProxyResult(width, tokens, lr, batch, floor * (1 + 0.02 * misfit)
-                                               * (1 + rng.normal(0, 0.001))))
-    return results
+def best_per_scale(results: list[ProxyResult]) -> list[ProxyResult]:
+    return [optimum.point for optimum in optima(results)]
+
+
+def test_the_optimum_between_grid_points_and_on_the_edge():
+    lrs = (0.005, 0.01, 0.02, 0.04)
+    at = [ProxyResult(64, 1000, lr, batch, 3.0 + math.log(lr / 0.014) ** 2 + 0.1 * math.log(batch / 16) ** 2)
+          for lr in lrs for batch in (4, 8, 16)]
+    found = scale_optimum(at)
+    assert found.point.lr == pytest.approx(0.014, rel=1e-6)  # an exact parabola in log lr: its vertex
+    assert found.point.batch_size == 16 and found.batch_on_edge and not found.lr_on_edge
+    assert found.point.loss == min(result.loss for result in at)  # the loss the grid measured, not extrapolated
 
 
 def test_best_per_scale_and_the_learning_rate_law():
