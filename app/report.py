@@ -530,7 +530,8 @@ WINDTUNNEL_REPORT = "windtunnel/report.json"
 
 
 def sql_tunnel_runs(cat: Catalog) -> str:
-    return f"""WITH runs AS (SELECT unnest(runs, recursive := true) FROM read_json_auto({cat.path(WINDTUNNEL_REPORT)}))
+    return f"""WITH runs AS (
+    SELECT unnest(runs, recursive := true) FROM read_json_auto({cat.path(WINDTUNNEL_REPORT)}))
 SELECT width, lr, min(loss) AS loss
 FROM runs
 WHERE tokens = (SELECT max(tokens) FROM runs)
@@ -539,7 +540,8 @@ ORDER BY ALL"""
 
 
 def sql_tunnel_optima(cat: Catalog) -> str:
-    return f"""WITH optima AS (SELECT unnest(optima, recursive := true) FROM read_json_auto({cat.path(WINDTUNNEL_REPORT)}))
+    return f"""WITH optima AS (
+    SELECT unnest(optima, recursive := true) FROM read_json_auto({cat.path(WINDTUNNEL_REPORT)}))
 SELECT * FROM optima ORDER BY width, tokens"""
 
 
