@@ -435,6 +435,43 @@ def windtunnel(build: Path = typer.Option(Path("build"), "--build", help="build 
                   f"{build}/manifests/stable.json --config {report['files']['trainer']}", soft_wrap=True)
 
 
+@app.command()
+def export(out: Path | None = typer.Argument(None, help="export directory (written whole; its export.json lists "
+                                             "every file with its sha256)"),
+           manifest: Path | None = typer.Option(None, "--manifest", help="the phase to export, e.g. "
+                                                "DIR/manifests/stable.json"),
+           fmt: str = typer.Option("megatron", "--format", help="megatron | mds | litdata | hf"),
+           check: Path | None = typer.Option(None, "--verify", help="check an export's files against its "
+                                             "export.json instead")) -> None:
+    """A manifest phase's documents in another training stack's format (no re-tokenizing), with the line that
+    stack needs to apply the phase's weights."""
+    from datafactory.exports.export import ExportError, export, verify
+    from datafactory.exports.formats import MissingLibrary
+    from datafactory.factory.manifest import ManifestError
+
+    if check is not None:
+        problems = verify(check)
+        for problem in problems:
+            console.print(f"[red]{problem}[/red]", soft_wrap=True)
+        if problems:
+            raise typer.Exit(1)
+        console.print(f"{check}: every file matches export.json")
+        return
+    if manifest is None or out is None:
+        fail("export needs --manifest MANIFEST and an output directory (or --verify DIR)")
+    try:
+        sidecar = export(manifest, fmt, out)
+    except (ExportError, ManifestError, MissingLibrary) as err:
+        fail(str(err))
+    print_table(["source", "weight", "documents", "tokens", "files"],
+                [(source["name"], f"{source['weight']:.4f}", f"{source['documents']:,}", f"{source['tokens']:,}",
+                  len(source["files"])) for source in sidecar["sources"]],
+                title=f"{sidecar['phase']} phase as {fmt} in {out}")
+    for stack, line in sidecar["usage"].items():
+        console.print(f"{stack}:\n{line}", soft_wrap=True)
+    console.print(f"verify: factory export --verify {out}")
+
+
 server_app = typer.Typer(help="The background Prefect server that builds record their runs in.",
                          no_args_is_help=True)
 app.add_typer(server_app, name="server")

@@ -7,10 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("factory", "filters", "pipelines", "mixtures", "trainer", "flows", "app")
+LAYERS = tuple(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess:
