@@ -24,6 +24,7 @@ from datafactory.factory.catalog import (
     training_suspects,
 )
 from datafactory.factory.config import ConfigError
+from datafactory.factory.errors import UserError
 
 if TYPE_CHECKING:
     from datafactory.flows.server import BackgroundServer
@@ -56,6 +57,15 @@ def quiet_libraries() -> None:
     logging.getLogger().setLevel(logging.ERROR)
     # Beam warns on import that the optional BigQuery client is absent; nothing here uses BigQuery.
     logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(not_a_user_error)
+
+
+def not_a_user_error(record: logging.LogRecord) -> bool:
+    """Drop Prefect's "Encountered exception" record (and its traceback) when a flow or task fails on a user's
+    mistake: the CLI prints that error's one line itself, and the flow run's state in the UI keeps the message."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, UserError)
 
 
 def connect_prefect() -> BackgroundServer | None:

@@ -14,13 +14,14 @@ import numpy as np
 from datafactory.exports.documents import Phase, open_phase, source_documents
 from datafactory.exports.formats import WRITERS
 from datafactory.factory.atomic import write_text_atomic
+from datafactory.factory.errors import UserError
 from datafactory.factory.shards import sha256_file
 
 SIDECAR = "export.json"
 FORMAT_VERSION = 1
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """An export that cannot be written or does not verify; the message names the file."""
 
 

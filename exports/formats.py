@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafactory.factory.atomic import atomic_path
+from datafactory.factory.errors import UserError
 
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"  # Megatron's memory-mapped indexed dataset, index version 1
 MEGATRON_DTYPE_CODES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # its DType enum's codes
@@ -23,7 +24,7 @@ HF_ROWS_PER_FILE = 100_000
 CHUNK_BYTES = 64 << 20  # MDS shard / litdata chunk size
 
 
-class MissingLibrary(RuntimeError):
+class MissingLibrary(UserError, RuntimeError):
     """The target's own library, needed to write its format, is not installed."""
 
 

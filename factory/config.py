@@ -8,6 +8,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from datafactory.factory.errors import UserError
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -514,7 +516,7 @@ class BuildConfig(Strict):
         return {key: self.resolve_path(path) for key, path in named.items() if path}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file that cannot be used, with the offending key and file named."""
 
 

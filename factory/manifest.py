@@ -10,12 +10,13 @@ from pathlib import Path
 import jsonschema
 
 from datafactory.factory.atomic import write_text_atomic
+from datafactory.factory.errors import UserError
 from datafactory.factory.shards import sha256_file
 
 SCHEMA_FILE = "manifest.schema.json"
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest that does not validate or does not match the files it names."""
 
 

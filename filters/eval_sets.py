@@ -13,10 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafactory.factory.config import DecontaminateConfig, EvalSetSpec
+from datafactory.factory.errors import UserError
 from datafactory.filters.quality_train import open_bytes
 
 
-class EvalSetError(ValueError):
+class EvalSetError(UserError, ValueError):
     """An eval set that cannot be read, with the file and the place in it named."""
 
 

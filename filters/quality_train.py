@@ -22,6 +22,7 @@ import zstandard
 from sklearn.metrics import roc_auc_score
 
 from datafactory.factory.atomic import write_text_atomic
+from datafactory.factory.errors import UserError
 from datafactory.filters.lm_quality import REFERENCE_SUFFIX, Calibration, LMRatioScorer, train_lm_ratio
 from datafactory.filters.quality import HQ, LQ, QualityScorer, Scorer, train_classifier
 from datafactory.filters.quality_combine import CombinedScorer, fit_combiner, inner_model_paths
@@ -30,7 +31,7 @@ KINDS: tuple[str, ...] = ("fasttext", "lm_ratio", "combiner")
 SIDECAR_SUFFIX = ".json"
 
 
-class LabelledDataError(ValueError):
+class LabelledDataError(UserError, ValueError):
     """A labelled-data file that cannot be used, with the file and line at fault."""
 
 

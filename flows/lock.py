@@ -15,12 +15,14 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
+from datafactory.factory.errors import UserError
+
 LOCK_NAME = ".lock"
 
 log = logging.getLogger(__name__)
 
 
-class DirLocked(RuntimeError):
+class DirLocked(UserError, RuntimeError):
     """Another live process is writing the same directory."""
 
 

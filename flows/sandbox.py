@@ -34,6 +34,7 @@ from datafactory.mixtures.sandbox import (
     UNITS,
     MixtureSpace,
     candidates,
+    default_targets,
     fit_targets,
     mixture_space,
     objective_weights,
@@ -98,7 +99,12 @@ def run_sandbox(build_dir: str | Path, policy: Policy, runs: int | None = None, 
     """The whole sandbox; returns the report it writes. `run_all` runs a list of proxies (default: serially, or
     in `workers` processes); the Prefect flow passes one that submits a task per proxy. `threads`: torch CPU
     threads per proxy (default: the cores shared between the workers); `train_options`: more train() arguments."""
-    build, rules = Path(build_dir), policy.sandbox
+    build = Path(build_dir)
+    defaulted = not policy.sandbox.targets
+    if defaulted:  # every source x language set of the build, said so in the report
+        targets = default_targets(load_index(build), by_language=True)
+        policy = policy.model_copy(update={"sandbox": policy.sandbox.model_copy(update={"targets": targets})})
+    rules = policy.sandbox
     run_all = run_all or (run_serially if workers <= 1 else run_in_processes(workers))
     settings = {"device": device, "compile": compile, "threads": threads or cpu_threads(workers, device),
                 "extra": dict(train_options or {})}
@@ -122,6 +128,7 @@ def run_sandbox(build_dir: str | Path, policy: Policy, runs: int | None = None, 
         params = [params_of(spec, vocab, seq_len) for spec in rules.models]
         report = make_report(SandboxOutcome(build, policy, setup.space, setup.heldout, units, results, fits, losses,
                                             proposal, confirm, written, params))
+        report["targets_chosen"] = "default: every source x language of the build" if defaulted else "policy"
         write_json(setup.out / "report.json", report)
         write_text_atomic(setup.out / "report.md", report_markdown(report))
     return report

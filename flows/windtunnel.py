@@ -32,8 +32,14 @@ from datafactory.flows.proxies import (
 )
 from datafactory.mixtures.methods import InfeasiblePlan
 from datafactory.mixtures.planner import build_tokenizer, load_index, plan_phases
-from datafactory.mixtures.policy import Policy, TargetSet, WindTunnelRules, load_policy
-from datafactory.mixtures.sandbox import SandboxError, select_heldout, training_index, validation_manifest
+from datafactory.mixtures.policy import Policy, WindTunnelRules, load_policy
+from datafactory.mixtures.sandbox import (
+    SandboxError,
+    default_targets,
+    select_heldout,
+    training_index,
+    validation_manifest,
+)
 from datafactory.trainer.windtunnel import ProxyResult
 from datafactory.trainer.windtunnel_report import Curve, TunnelInputs, analyse, report_markdown
 
@@ -49,11 +55,8 @@ class WindTunnelError(SandboxError):
 
 
 def with_default_targets(rules: WindTunnelRules, index: list[dict]) -> WindTunnelRules:
-    """Without declared targets, every source of the build is a validation set."""
-    if rules.targets:
-        return rules
-    sources = sorted({entry["source"] for entry in index})
-    return rules.model_copy(update={"targets": {source: TargetSet(source=source) for source in sources}})
+    """Without declared targets, every source of the build is a validation set (one loss averages them)."""
+    return rules if rules.targets else rules.model_copy(update={"targets": default_targets(index, by_language=False)})
 
 
 def proxy_model(rules: WindTunnelRules, width: int) -> dict[str, Any]:

@@ -7,10 +7,11 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from datafactory.factory.errors import UserError
 from datafactory.mixtures.policy import Method
 
 
-class InfeasiblePlan(ValueError):
+class InfeasiblePlan(UserError, ValueError):
     """A policy the available data cannot satisfy; the message says what to change."""
 
 

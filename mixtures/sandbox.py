@@ -15,6 +15,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 
+from datafactory.factory.errors import UserError
 from datafactory.mixtures.methods import InfeasiblePlan, exact, largest_remainder
 from datafactory.mixtures.planner import group_key, make_groups, phase_manifest, plan_anneal, plan_stable, supplies
 from datafactory.mixtures.policy import Policy, SandboxRules, TargetSet, WindTunnelRules
@@ -24,7 +25,7 @@ EXPLORE = 0.25  # share of the Dirichlet's mean spread uniformly, so components 
 MODELS = ("linear", "gbm")
 
 
-class SandboxError(ValueError):
+class SandboxError(UserError, ValueError):
     """A sandbox the build or policy cannot support; the message says what to change."""
 
 
@@ -34,6 +35,13 @@ class SandboxError(ValueError):
 def matches(entry: dict, target: TargetSet) -> bool:
     return (target.source is None or entry["source"] == target.source) and (
         target.lang is None or entry["lang"] == target.lang)
+
+
+def default_targets(index: list[dict], by_language: bool) -> dict[str, TargetSet]:
+    """One validation set per source of the build (per source x language with `by_language`): what a policy that
+    names no targets is validated on."""
+    keys = sorted({(entry["source"], entry["lang"] if by_language else None) for entry in index})
+    return {f"{source}_{lang}" if lang else source: TargetSet(source=source, lang=lang) for source, lang in keys}
 
 
 def select_heldout(index: list[dict], rules: SandboxRules | WindTunnelRules) -> dict[str, list[dict]]:

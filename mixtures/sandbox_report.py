@@ -110,6 +110,8 @@ def report_markdown(report: dict) -> str:
     lines = [f"# Model sandbox: `{report['build']}`", "",
              f"{len(report['runs'])} proxy runs; objective: "
              + " + ".join(f"{share:.2f} x {name}" for name, share in report["objective"].items()), "",
+             *([f"Target sets: {report['targets_chosen']} (the policy names none in sandbox.targets).", ""]
+               if report.get("targets_chosen", "policy") != "policy" else []),
              "## Fit on held-out runs (5-fold cross-validation)", "",
              "| target | linear R^2 | linear Spearman | GBM R^2 | GBM Spearman | better |", "|---|---|---|---|---|---|"]
     for name, fit in report["fit"].items():

@@ -22,6 +22,7 @@ from datafactory.mixtures.sandbox import (
     SandboxError,
     candidates,
     cap_weights,
+    default_targets,
     fit_targets,
     held_out_objective,
     mixture_space,
@@ -63,6 +64,17 @@ def test_heldout_shards_are_a_stable_share_of_each_target_set(build):
     assert len(everything["sw"]) == 2
     train = training_index(index, everything)
     assert not {entry["path"] for entry in train} & {entry["path"] for entry in everything["sw"]}
+
+
+def test_without_declared_targets_every_source_and_language_is_one(build):
+    index = read_index(build)
+    pairs = sorted({(entry["source"], entry["lang"]) for entry in index})
+    targets = default_targets(index, by_language=True)
+    assert sorted((target.source, target.lang) for target in targets.values()) == pairs
+    assert set(targets) == {f"{source}_{lang}" for source, lang in pairs}
+    assert {target.lang for target in default_targets(index, by_language=False).values()} == {None}
+    heldout = select_heldout(index, SandboxRules(targets=targets))
+    assert set(heldout) == set(targets) and all(heldout.values())
 
 
 def test_target_sets_must_exist_and_be_declared(build):
