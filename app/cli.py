@@ -50,9 +50,13 @@ def quiet_libraries() -> None:
     """Beam and Prefect log every step at INFO; the CLI prints its own progress instead."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Flow and task runs still log their progress to the API (the UI's Logs tab); the terminal shows warnings only.
+    for name in ("FLOW_RUNS", "TASK_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_PREFECT_{name}_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # slow, busy machines
-    for name in ("apache_beam", "prefect", "httpx", "root"):
+    for name in ("apache_beam", "prefect", "httpx", "root"):  # the run loggers keep their own INFO level
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
     # Beam warns on import that the optional BigQuery client is absent; nothing here uses BigQuery.

@@ -9,10 +9,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from rich.console import Console
+from rich.text import Text
 
 from datafactory.factory.catalog import build_catalog
 from datafactory.factory.config import BuildConfig, load_config
@@ -71,21 +72,28 @@ def progress_line(result: StageResult) -> str:
 
 
 def run_stages(config: BuildConfig, build_dir: Path) -> list[StageResult]:
-    """Run every registered stage in order, showing progress on the terminal while worker logs go to DIR/logs/."""
+    """Run every registered stage in order, showing progress on the terminal and in the flow run's log (the Prefect
+    UI's Logs tab) while worker logs go to DIR/logs/."""
     results = []
     stages = registry.STAGES
+    run_log = get_run_logger()
     with os.fdopen(os.dup(2), "w", buffering=1) as terminal:
         console = Console(file=terminal)
         for number, stage in enumerate(stages, start=1):
             log_path = build_dir / "logs" / f"{stage.name}.log"
-            with console.status(f"({number}/{len(stages)}) {stage.name} running… (worker log: {log_path})"):
+            step = f"({number}/{len(stages)})"
+            run_log.info("%s %s running (worker log: %s)", step, stage.name, log_path)
+            with console.status(f"{step} {stage.name} running… (worker log: {log_path})"):
                 try:
                     with stderr_to(log_path):
                         result = submit_stage(stage, config, build_dir)
-                except Exception:
+                except Exception as err:
                     console.print(f"[red]✗ {stage.name} failed[/red]; worker log: {log_path}")
+                    run_log.error("%s %s failed (%s); worker log: %s", step, stage.name, type(err).__name__, log_path)
                     raise
-            console.print(f"({number}/{len(stages)}) " + progress_line(result))
+            line = f"{step} " + progress_line(result)
+            console.print(line)
+            run_log.info(Text.from_markup(line).plain)
             results.append(result)
     return results
 

@@ -219,13 +219,22 @@ def test_deployments_register_and_a_killed_build_resumes_without_redoing_finishe
     assert all(after[stage] == done_before[stage] for stage in done_before)  # finished stages were not redone
     assert set(after) == set(stage_names())
 
-    logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[resumed.id])))
+    stages = len(stage_names())  # progress reaches the run's Logs tab, not only the terminal
+
+    def run_logs() -> list:  # the worker ships its log records in batches, so the last ones may still be on the way
+        return client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[resumed.id])))
+
+    wait_for(lambda: any(log.message.startswith(f"({stages}/{stages}) ✓ tokenize:") for log in run_logs()),
+             "the tokenize stage's progress line in the run's logs")
+    logs = run_logs()
     assert any("stale lock" in log.message and str(killed.id) in log.message for log in logs)
+    assert any(log.message.startswith("(1/") and "already done, skipped" in log.message for log in logs)
     artifacts = {a.key: a for a in client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
         any_=[resumed.id])))}
     assert {f"{stage}-summary" for stage in stage_names()} | {"build-summary"} <= set(artifacts)
     assert "| documents in |" in artifacts["dedup-summary"].data and "| dropped: " in artifacts["dedup-summary"].data
     assert "| tokens |" in artifacts["tokenize-summary"].data
+    assert "| worker log | [" in artifacts["dedup-summary"].data and "logs/dedup.log" in artifacts["dedup-summary"].data
     assert "skipped (already done)" in artifacts["ingest-summary"].data
     assert "catalog.duckdb" in artifacts["build-summary"].data and "final status: kept" in artifacts[
         "build-summary"].data
