@@ -1,7 +1,7 @@
 # datafactory: the same install as `make` (pinned set from constraints.txt, torch's CPU wheel), demo by default.
 FROM python:3.11-slim-bookworm
 
-RUN apt-get update && apt-get install -y --no-install-recommends make build-essential \
+RUN apt-get update && apt-get install -y --no-install-recommends make build-essential postgresql \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -12,6 +12,7 @@ COPY pipelines ./pipelines
 COPY mixtures ./mixtures
 COPY flows ./flows
 COPY trainer ./trainer
+COPY exports ./exports
 COPY app ./app
 
 # Outside the build machine torch's CPU wheel comes from PyTorch's CPU index, not the multi-GB CUDA build.
