@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from support.builds import copy_build
 
@@ -70,6 +72,10 @@ def test_two_flows_at_once_on_a_postgres_backed_server(postgres, reference_build
             with get_client(sync_client=True) as client:
                 runs = client.read_flow_runs()
             assert len(runs) == 2 and all(run.state.is_completed() for run in runs)
+            # Send this process's queued run logs and events while the server answers: left queued, Prefect's
+            # exit hook would wait on a server that is gone and hold the test session open.
+            APILogHandler().flush()
+            EventsWorker.drain_all(timeout=60, at_exit=False)
     port = postgres.rsplit(":", 1)[1].split("/")[0]
     counted = subprocess.run(as_postgres(["psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "prefect",
                                           "-tAc", "SELECT count(*) FROM flow_run"]), check=True, capture_output=True,
