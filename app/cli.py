@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -372,6 +373,28 @@ def serve(
         fail(str(err))
 
 
+def run_proxy_study(policy: Path | None, prefect: bool, flows: Callable[[], tuple[Callable, Callable, Callable]]
+                    ) -> dict:
+    """A proxy study (sandbox, wind tunnel): the policy checked before anything trains, then the Prefect flow (or
+    its body with --no-prefect); a user's mistake ends it with one line; its report printed. `flows` imports the
+    study's (flow, body, markdown) once the Prefect settings are in place."""
+    quiet_libraries()
+    server = connect_prefect() if prefect else None
+    from rich.markdown import Markdown
+
+    from datafactory.mixtures.policy import load_policy
+
+    with_prefect, without, markdown = flows()
+    try:
+        loaded = load_policy(policy)
+        wait_for_prefect(server)
+        report = with_prefect() if prefect else without(loaded)
+    except UserError as err:
+        fail(str(err))
+    console.print(Markdown(markdown(report)))
+    return report
+
+
 @app.command()
 def sandbox(build: Path = typer.Option(Path("build"), "--build", help="build directory"),
             policy: Path | None = typer.Option(None, "--policy", help="policy YAML with a `sandbox:` section"),
@@ -383,29 +406,16 @@ def sandbox(build: Path = typer.Option(Path("build"), "--build", help="build dir
                                          help="run as the model-sandbox Prefect flow, one task per proxy run")
             ) -> None:
     """Train tiny proxies on sampled mixtures, fit mixture -> held-out loss, propose DIR/sandbox/policy.yaml."""
-    quiet_libraries()
-    server = connect_prefect() if prefect else None
-    from rich.markdown import Markdown
+    def flows():
+        from datafactory.flows.sandbox import run_sandbox, sandbox_flow
+        from datafactory.mixtures.sandbox_report import report_markdown
 
-    from datafactory.factory.manifest import ManifestError
-    from datafactory.flows.lock import DirLocked
-    from datafactory.flows.sandbox import run_sandbox, sandbox_flow
-    from datafactory.mixtures.methods import InfeasiblePlan
-    from datafactory.mixtures.policy import load_policy
-    from datafactory.mixtures.sandbox import SandboxError
-    from datafactory.mixtures.sandbox_report import report_markdown
+        return (lambda: sandbox_flow(workers)(str(build), None if policy is None else str(policy), runs,
+                                              device=device, compile=compile, workers=workers),
+                lambda loaded: run_sandbox(build, loaded, runs, device=device, compile=compile, workers=workers),
+                report_markdown)
 
-    try:
-        loaded = load_policy(policy)  # a bad policy fails here, before any proxy trains
-        wait_for_prefect(server)
-        if prefect:
-            report = sandbox_flow(workers)(str(build), None if policy is None else str(policy), runs, device=device,
-                                           compile=compile, workers=workers)
-        else:
-            report = run_sandbox(build, loaded, runs, device=device, compile=compile, workers=workers)
-    except (ConfigError, InfeasiblePlan, SandboxError, ManifestError, DirLocked) as err:
-        fail(str(err))
-    console.print(Markdown(report_markdown(report)))
+    report = run_proxy_study(policy, prefect, flows)
     console.print(f"report: {build / 'sandbox' / 'report.json'}")
     console.print(f"next: factory plan --build {build} --policy {report['proposal']['policy_file']}", soft_wrap=True)
 
@@ -421,29 +431,16 @@ def windtunnel(build: Path = typer.Option(Path("build"), "--build", help="build 
                ) -> None:
     """μP proxies sweep learning rate x batch size over widths and WSD token budgets; fitted laws predict the target
     run's peak LR, batch size, decay length and loss (DIR/windtunnel/report.md, trainer.yaml, policy.yaml)."""
-    quiet_libraries()
-    server = connect_prefect() if prefect else None
-    from rich.markdown import Markdown
+    def flows():
+        from datafactory.flows.windtunnel import run_windtunnel, windtunnel_flow
+        from datafactory.trainer.windtunnel_report import report_markdown
 
-    from datafactory.factory.manifest import ManifestError
-    from datafactory.flows.lock import DirLocked
-    from datafactory.flows.windtunnel import run_windtunnel, windtunnel_flow
-    from datafactory.mixtures.methods import InfeasiblePlan
-    from datafactory.mixtures.policy import load_policy
-    from datafactory.mixtures.sandbox import SandboxError
-    from datafactory.trainer.windtunnel_report import report_markdown
+        return (lambda: windtunnel_flow(workers)(str(build), None if policy is None else str(policy), device=device,
+                                                 compile=compile, workers=workers),
+                lambda loaded: run_windtunnel(build, loaded, device=device, compile=compile, workers=workers),
+                report_markdown)
 
-    try:
-        loaded = load_policy(policy)  # a bad policy fails here, before any proxy trains
-        wait_for_prefect(server)
-        if prefect:
-            report = windtunnel_flow(workers)(str(build), None if policy is None else str(policy), device=device,
-                                              compile=compile, workers=workers)
-        else:
-            report = run_windtunnel(build, loaded, device=device, compile=compile, workers=workers)
-    except (ConfigError, InfeasiblePlan, SandboxError, ManifestError, DirLocked) as err:
-        fail(str(err))
-    console.print(Markdown(report_markdown(report)))
+    report = run_proxy_study(policy, prefect, flows)
     console.print(f"report: {build / 'windtunnel' / 'report.md'} (and report.json)")
     console.print(f"next: factory plan --build {build} --policy {report['files']['policy']} && factory train "
                   f"{build}/manifests/stable.json --config {report['files']['trainer']}", soft_wrap=True)
@@ -459,9 +456,7 @@ def export(out: Path | None = typer.Argument(None, help="export directory (writt
                                              "export.json instead")) -> None:
     """A manifest phase's documents in another training stack's format (no re-tokenizing), with the line that
     stack needs to apply the phase's weights."""
-    from datafactory.exports.export import ExportError, export, verify
-    from datafactory.exports.formats import MissingLibrary
-    from datafactory.factory.manifest import ManifestError
+    from datafactory.exports.export import export, verify
 
     if check is not None:
         problems = verify(check)
@@ -475,7 +470,7 @@ def export(out: Path | None = typer.Argument(None, help="export directory (writt
         fail("export needs --manifest MANIFEST and an output directory (or --verify DIR)")
     try:
         sidecar = export(manifest, fmt, out)
-    except (ExportError, ManifestError, MissingLibrary) as err:
+    except UserError as err:
         fail(str(err))
     print_table(["source", "weight", "documents", "tokens", "files"],
                 [(source["name"], f"{source['weight']:.4f}", f"{source['documents']:,}", f"{source['tokens']:,}",

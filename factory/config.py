@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from datafactory.factory.errors import UserError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
@@ -545,6 +547,23 @@ def parse_config(data: object, origin: str = "<dict>", base_dir: str | None = No
         return BuildConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(describe_validation_error(err, origin)) from None
+
+
+def load_yaml_model(path: str | Path, model: type[M], what: str) -> M:
+    """A YAML file validated into `model`: a missing file, bad YAML, a non-mapping or a bad value is a one-line
+    ConfigError naming the file (and the key)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"invalid YAML in {what} {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid {what} {path}: expected a mapping of {what} keys")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, str(path), what)) from None
 
 
 def load_config(path: str | Path) -> BuildConfig:

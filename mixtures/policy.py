@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from datafactory.factory.config import ConfigError, describe_validation_error
+from datafactory.factory.config import load_yaml_model
 
 Method = Literal["natural", "temperature", "unimax"]
 Bucket = Literal["high", "mid", "low"]
@@ -184,17 +183,4 @@ class Policy(Strict):
 
 def load_policy(path: str | Path | None) -> Policy:
     """The default policy for None, else the YAML file's; unknown keys and bad values are ConfigErrors."""
-    if path is None:
-        return Policy()
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"policy file not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"invalid YAML in policy {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid policy {path}: expected a mapping of policy keys")
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(describe_validation_error(err, str(path), "policy")) from None
+    return Policy() if path is None else load_yaml_model(path, Policy, "policy")

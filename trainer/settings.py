@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from datafactory.factory.config import ConfigError, describe_validation_error
+from datafactory.factory.config import load_yaml_model
 
 
 class TrainSettings(BaseModel):
@@ -30,15 +29,4 @@ class TrainSettings(BaseModel):
 
 def load_train_settings(path: str | Path) -> TrainSettings:
     """The YAML file's settings; a missing file, bad YAML or a bad value is a one-line ConfigError."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"train config not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"invalid YAML in train config {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid train config {path}: expected a mapping of train settings")
-    try:
-        return TrainSettings.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(describe_validation_error(err, str(path), "train config")) from None
+    return load_yaml_model(path, TrainSettings, "train config")
