@@ -25,10 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo_build(build: Path) -> Path:
+    """`factory demo`'s build (3,000 documents, seed 0) in `build`, made here when it is not there yet."""
     if not (build / "shards" / "index.parquet").exists():
-        from datafactory.app.demo import build_demo
+        from datafactory.app.demo import write_demo_corpus
+        from datafactory.flows.build import build_corpus
 
-        build_demo(build)
+        corpus = write_demo_corpus(build / "input", n_docs=3000, seed=0)
+        build_corpus(str(corpus.config), str(build))
     return build
 
 
