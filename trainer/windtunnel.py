@@ -83,11 +83,12 @@ class PowerLaw:
     samples: np.ndarray  # bootstrap coefficient draws: (samples, 1 + inputs)
 
     def predict(self, **x: float) -> tuple[float, float, float]:
-        """The value at x, with the bootstrap's 95% interval."""
+        """The value at x, with the bootstrap's 95% interval (widened to hold the value: a percentile interval need
+        not, and when every resample fits the same line it misses by rounding)."""
         row = np.array([1.0, *(math.log(x[name]) for name in self.inputs)])
         low, high = np.percentile(self.samples @ row, INTERVAL)
         centre = self.intercept + sum(self.exponents[name] * row[i + 1] for i, name in enumerate(self.inputs))
-        return math.exp(centre), math.exp(low), math.exp(high)
+        return math.exp(centre), math.exp(min(low, centre)), math.exp(max(high, centre))
 
 
 def fit_power_law(points: Sequence[ProxyResult], target: str, inputs: Sequence[str], seed: int = 0,
@@ -128,7 +129,8 @@ class LossLaw:
     def predict(self, width: float, tokens: float) -> tuple[float, float, float]:
         draws = [float(self.value(params, width, tokens)) for params in self.samples]
         low, high = np.percentile(draws, INTERVAL)
-        return float(self.value(self.params, width, tokens)), float(low), float(high)
+        centre = float(self.value(self.params, width, tokens))
+        return centre, min(float(low), centre), max(float(high), centre)
 
 
 def fit_loss_law(points: Sequence[ProxyResult], seed: int = 0, samples: int = 200) -> LossLaw:
