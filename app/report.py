@@ -311,6 +311,39 @@ def top_clusters_chart(cat: Catalog) -> Chart:
     return chart
 
 
+SQL_SPANS_BY_SOURCE = """SELECT source, count(*) AS spans, count(DISTINCT doc_id) AS documents, sum(bytes) AS bytes
+FROM substrings
+GROUP BY ALL
+ORDER BY bytes DESC, source"""
+# A span's copies are told apart by where the kept copy starts: every copy of one disclaimer names the same place.
+SQL_TOP_SPANS = f"""SELECT kept_in, kept_start, count(*) AS copies_removed, sum(bytes) AS bytes,
+       left(any_value(sample ORDER BY doc_id), {SAMPLE_CHARS}) AS sample
+FROM substrings
+GROUP BY ALL
+ORDER BY copies_removed DESC, bytes DESC, kept_in, kept_start
+LIMIT {TOP_CLUSTERS}"""
+
+
+def repeated_spans_chart(cat: Catalog) -> Chart:
+    chart = Chart("Repeated spans removed, by source", [SQL_SPANS_BY_SOURCE, SQL_TOP_SPANS])
+    if not cat.rows("SELECT 1 FROM duckdb_views() WHERE view_name = 'substrings'"):
+        chart.note = "substring dedup is off in this build (`substrings: {enabled: true}` or `preset: web` turns it on)"
+        return chart
+    by_source = cat.rows(SQL_SPANS_BY_SOURCE)
+    if not by_source:
+        chart.note = "no span repeated across surviving documents was long enough to remove"
+        return chart
+    figure = new_figure([go.Bar(x=[row["source"] for row in by_source], y=[row["bytes"] for row in by_source],
+                                text=[f"{row['spans']:,} spans in {row['documents']:,} docs" for row in by_source])])
+    figure.update_layout(height=360, xaxis_title="source", yaxis_title="bytes removed", xaxis_type="category")
+    chart.figure = figure
+    top = cat.rows(SQL_TOP_SPANS)
+    chart.extra_html = html_table(["kept in", "at", "copies removed", "bytes", "sample"], [
+        (row["kept_in"], f"{row['kept_start']:,}", f"{row['copies_removed']:,}", f"{row['bytes']:,}",
+         (row["sample"] or "").replace("\n", " ")) for row in top])
+    return chart
+
+
 # ----------------------------------------------------------------------------- tokens
 
 SQL_TOKENS = """SELECT source, lang, bucket, sum(tokens) AS tokens, sum(documents) AS documents, count(*) AS shards
@@ -629,6 +662,7 @@ def collect(cat: Catalog) -> list[Section]:
         ("Quality scores", "quality", "Quality-score histogram per language", quality_chart),
         ("Deduplication", "dedup", "Dedup cluster sizes", cluster_size_chart),
         ("Deduplication", "dedup", "Top clusters", top_clusters_chart),
+        ("Deduplication", "dedup", "Repeated spans removed", repeated_spans_chart),
         ("Decontamination", "decontamination", "Contamination by eval set", contamination_chart),
         ("Tokens", "tokens", "Tokens per source x language x quality bucket", tokens_chart),
         ("Planned mixtures", "mixtures", "Planned mixtures", mixture_chart),

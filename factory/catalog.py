@@ -41,6 +41,9 @@ def _views(build_dir: Path) -> dict[str, str]:
             "SELECT coalesce(minhash_cluster, doc_id) AS cluster, any_value(cluster_size) AS cluster_size "
             f"FROM read_parquet('{root}/stages/dedup/part-*.parquet') GROUP BY ALL) GROUP BY ALL ORDER BY ALL"
         )
+    if any((root / "stages" / "dedup" / "_substrings").glob("part-*.parquet")):
+        # One row per span the dedup stage cut (substrings.enabled): where, how long, and which document kept it.
+        views["substrings"] = f"SELECT * FROM read_parquet('{root}/stages/dedup/_substrings/part-*.parquet')"
     if (root / "stages" / "quality" / "buckets.parquet").exists():
         views["quality_buckets"] = f"SELECT * FROM read_parquet('{root}/stages/quality/buckets.parquet')"
     if (root / "manifests" / "plan.parquet").exists():

@@ -317,6 +317,19 @@ class EvalSetSpec(Strict):
     id_field: str = Field("id", description="the item's id; items without one are named by their line or row")
 
 
+class SubstringsConfig(Strict):
+    """Spans of min_tokens or more tokens found in two or more surviving documents are cut from every copy but the
+    first (by dedup.survivor), in the dedup stage (Lee et al. 2022). A token is a whitespace-separated word or one
+    CJK character, so the CJK threshold is min_tokens characters (about 3 bytes each). Off by default: it rewrites
+    text; `preset: web` turns it on."""
+
+    enabled: bool = False
+    min_tokens: int = Field(50, ge=4, description="the shortest repeated span removed, in tokens")
+    merge_gap_tokens: int = Field(3, ge=0, description="removals at most this many tokens apart merge into one")
+    min_tokens_left: int = Field(50, ge=0, description="documents left with fewer tokens are dropped "
+                                 "(short_after_substring_dedup)")
+
+
 class DecontaminateConfig(Strict):
     """Documents holding an evaluation item are dropped (or lose the matched spans). An item's fields are found by
     their n-grams (words; characters for CJK-dominant text) after NFKC, case, punctuation and whitespace folding;
@@ -473,6 +486,7 @@ class BuildConfig(Strict):
     langid: LangidConfig = LangidConfig()
     heuristics: HeuristicsConfig = HeuristicsConfig()
     dedup: DedupConfig = DedupConfig()
+    substrings: SubstringsConfig = SubstringsConfig()
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     quality: QualityConfig = QualityConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
@@ -543,10 +557,37 @@ def parse_config(data: object, origin: str = "<dict>", base_dir: str | None = No
         raise ConfigError(f"invalid config {origin}: expected a mapping with an 'inputs' list")
     if base_dir is not None and "base_dir" not in data:
         data = {**data, "base_dir": base_dir}
+    if "preset" in data:
+        data = with_preset(data, origin)
     try:
         return BuildConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(describe_validation_error(err, origin)) from None
+
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(path.stem for path in PRESETS.glob("*.yaml"))
+
+
+def with_preset(data: dict, origin: str) -> dict:
+    """The config's keys laid over the preset it names (`preset: web`), mapping by mapping."""
+    name = data["preset"]
+    if name not in preset_names():
+        raise ConfigError(f"invalid config {origin}:\n  preset: no preset {name!r}; the presets are "
+                          f"{', '.join(preset_names())}")
+    preset = yaml.safe_load((PRESETS / f"{name}.yaml").read_text(encoding="utf-8"))
+    return merge_mappings(preset, {key: value for key, value in data.items() if key != "preset"})
+
+
+def merge_mappings(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge_mappings(merged[key], value) if both_mappings else value
+    return merged
 
 
 def load_yaml_model(path: str | Path, model: type[M], what: str) -> M:

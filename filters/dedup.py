@@ -51,6 +51,20 @@ NORMALIZATIONS = {
     "standard": normalize_for_hash,
 }
 
+RANK_WIDTH = {"longest": 12, "earliest_date": 10, "oldest_id": 0}
+_ISO_DATE = regex.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def survivor_rank(row: dict, survivor: str) -> str:
+    """Fixed-width prefix that sorts the preferred survivor first (of a cluster, or of a repeated span's copies):
+    longest text, earliest date, or nothing (then the id decides)."""
+    if survivor == "longest":
+        return f"{10**12 - 1 - len(row['text']):012d}"
+    if survivor == "earliest_date":
+        date = (row.get("date") or "")[:10]
+        return date if _ISO_DATE.fullmatch(date) else "9999-99-99"
+    return ""
+
 
 def exact_key(text: str, normalization: str = "standard") -> str:
     """Hex xxh3-128 of the normalised text; "standard" ignores case, whitespace, punctuation and digit values."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import shutil
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafactory.factory.atomic import atomic_path
-from datafactory.factory.config import DedupConfig, ParagraphDedupConfig
+from datafactory.factory.config import DedupConfig, ParagraphDedupConfig, SubstringsConfig
 from datafactory.factory.records import DROPPED, DUPLICATE
 from datafactory.filters.dedup import (
+    RANK_WIDTH,
     SCHEME,
     MinHasher,
     band_keys,
@@ -31,8 +32,10 @@ from datafactory.filters.dedup import (
     jaccard,
     lsh_params,
     strip_repeated_units,
+    survivor_rank,
     unit_keys,
 )
+from datafactory.filters.substrings import Claim, remove_claimed
 from datafactory.pipelines.common import (
     StagePaths,
     StageResult,
@@ -61,34 +64,25 @@ from datafactory.pipelines.components import (
     star,
     violations,
 )
+from datafactory.pipelines.substrings import SPANS_DIR, FindRepeatedSpans, span_rows, write_spans
 
 FIELDS = [
     pa.field("minhash_cluster", pa.string()),  # the cluster's survivor; null for documents without duplicates
     pa.field("cluster_size", pa.int32()),
     pa.field("duplicate_of", pa.string()),
     pa.field("units_removed", pa.int32()),  # repeated lines/paragraphs taken out of the text
+    pa.field("substrings_removed", pa.int32()),  # repeated spans taken out of the text (the `substrings` view)
+    pa.field("substring_chars_removed", pa.int32()),
 ]
 ADDS = added_names(FIELDS)
 # A node is "<rank><doc_id><exact key>": string order is survivor order, so a cluster's smallest node survives.
 KEY_WIDTH = 32
 NO_EXACT = "-" * KEY_WIDTH
-RANK_WIDTH = {"longest": 12, "earliest_date": 10, "oldest_id": 0}
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def rank(row: dict, survivor: str) -> str:
-    """Fixed-width prefix that sorts the preferred survivor first: longest text, earliest date, or nothing (id)."""
-    if survivor == "longest":
-        return f"{10**12 - 1 - len(row['text']):012d}"
-    if survivor == "earliest_date":
-        date = (row.get("date") or "")[:10]
-        return date if _ISO_DATE.fullmatch(date) else "9999-99-99"
-    return ""
 
 
 def make_node(row: dict, config: DedupConfig) -> str:
     exact = exact_key(row["text"], config.normalization) if config.exact else NO_EXACT
-    return rank(row, config.survivor) + row["doc_id"] + exact
+    return survivor_rank(row, config.survivor) + row["doc_id"] + exact
 
 
 def node_doc_id(node: str, survivor: str) -> str:
@@ -286,14 +280,38 @@ def frequent_units(element: tuple[int, Iterable[str]], min_documents: int) -> It
 NO_CLUSTER = {"minhash_cluster": None, "cluster_size": 1, "duplicate_of": None}
 
 
-def decide(row: dict, info: dict, removed: set[int], paragraphs: ParagraphDedupConfig) -> dict:
-    """One document's cluster decision; a survivor loses its units that recur across survivors."""
-    row.update(info, units_removed=0, keep=info["duplicate_of"] is None, detail=None)
+def decide(row: dict, info: dict, removed: set[int], claims: list[Claim], settings: TextDedup) -> list[dict]:
+    """One document's cluster decision; a survivor loses the spans other survivors hold first (offsets in the text
+    read), then its units that recur across survivors. Returns the spans removed, as rows of the span table."""
+    row.update(info, units_removed=0, substrings_removed=0, substring_chars_removed=0,
+               keep=info["duplicate_of"] is None, detail=None)
+    spans: list[dict] = []
+    if claims and row["keep"]:
+        substrings = settings.substrings
+        removal = remove_claimed(row["text"], claims, substrings.min_tokens, substrings.merge_gap_tokens)
+        spans = span_rows(row, row["text"], removal.spans)
+        row.update(text=removal.text, substrings_removed=len(spans),
+                   substring_chars_removed=sum(span["end"] - span["start"] for span in spans))
+        if removal.tokens_left < substrings.min_tokens_left:
+            row.update(keep=False, status=DROPPED, reason="short_after_substring_dedup", detail=removal.tokens_left)
+    paragraphs = settings.paragraphs
     if removed and row["keep"]:
         row["text"], row["units_removed"], short = strip_repeated_units(row["text"], removed, paragraphs)
         if short is not None:
             row.update(keep=False, status=DROPPED, reason=f"short_after_{paragraphs.unit}_dedup", detail=short)
-    return row
+    return spans
+
+
+@dataclass(frozen=True)
+class TextDedup:
+    """The dedup stage's text-rewriting steps, both off by default."""
+
+    paragraphs: ParagraphDedupConfig
+    substrings: SubstringsConfig
+
+    @property
+    def rewrites(self) -> bool:
+        return self.paragraphs.enabled or self.substrings.enabled
 
 
 class ApplyToPart(beam.DoFn):
@@ -302,24 +320,36 @@ class ApplyToPart(beam.DoFn):
     the documents never do."""
 
     def __init__(self, paths: StagePaths, previous: StagePaths, schema: pa.Schema, total: int,
-                 paragraphs: ParagraphDedupConfig) -> None:
+                 settings: TextDedup) -> None:
         self.paths, self.previous, self.schema, self.total = paths, previous, schema, total
-        self.paragraphs = paragraphs
+        self.settings = settings
 
     def process(self, element: tuple[int, Iterable[tuple]]) -> Iterable[int]:
         index, decisions = element
         info: dict[str, dict] = {}
         strip: dict[str, set[int]] = {}
+        claims: dict[str, list[Claim]] = {}
         for kind, doc_id, value in decisions:
             if kind == "info":
                 info[doc_id] = value
             elif kind == "strip":
                 strip.setdefault(doc_id, set()).add(value)
+            elif kind == "claim":
+                claims.setdefault(doc_id, []).append(value)
         name = part_name("", index, self.total)
-        batches = ([decide(row, info.get(row["doc_id"], NO_CLUSTER), strip.get(row["doc_id"], set()),
-                           self.paragraphs) for row in rows]
-                   for rows in iter_kept_batches(self.previous.stage_dir / name, 1024))
+        spans: list[dict] = []
+
+        def decided(rows: list[dict]) -> list[dict]:
+            for row in rows:
+                doc_id = row["doc_id"]
+                spans.extend(decide(row, info.get(doc_id, NO_CLUSTER), strip.get(doc_id, set()),
+                                    claims.get(doc_id, []), self.settings))
+            return rows
+
+        batches = (decided(rows) for rows in iter_kept_batches(self.previous.stage_dir / name, 1024))
         write_part(self.paths, name, self.schema, DUPLICATE, batches)
+        if self.settings.substrings.enabled:
+            write_spans(self.paths.stage_dir / SPANS_DIR / name, spans)
         yield index
 
 
@@ -332,7 +362,7 @@ class ApplyDecisions(beam.PTransform):
     part written by ApplyToPart; every partition gets an element, so every part is written."""
 
     def __init__(self, batches: beam.PCollection | None, config: DedupConfig, writer: ApplyToPart) -> None:
-        super().__init__()  # batches: the upstream documents, read only for paragraph dedup
+        super().__init__()  # batches: the upstream documents, read only for paragraph or substring dedup
         self.batches, self.config, self.writer = batches, config, writer
 
     def expand(self, labels: beam.PCollection) -> beam.PCollection:
@@ -349,6 +379,12 @@ class ApplyDecisions(beam.PTransform):
         tagged = [info | "InfoByPartition" >> beam.MapTuple(by_partition("info")),
                   labels.pipeline | "EveryPartition" >> beam.Create([(index, ("partition", None, None))
                                                                       for index in range(total)])]
+        if self.writer.settings.substrings.enabled:
+            duplicates = (info | "Duplicates" >> beam.Filter(lambda pair: pair[1]["duplicate_of"] is not None)
+                          | "DuplicatesByPartition" >> beam.MapTuple(
+                              lambda doc_id, _: (partition_of(doc_id, total), ("duplicate", doc_id, None))))
+            tagged.append(self.batches | "RepeatedSpans" >> FindRepeatedSpans(
+                duplicates, self.writer.previous.stage_dir, total, self.writer.settings.substrings, config.survivor))
         paragraphs = config.paragraphs
         if paragraphs.enabled:
             units = self.batches | "UnitKeys" >> beam.FlatMap(unit_pairs, paragraphs)
@@ -368,14 +404,25 @@ class ApplyDecisions(beam.PTransform):
         )
 
 
+def span_files(paths: StagePaths) -> list[Path]:
+    return sorted((paths.stage_dir / SPANS_DIR).glob("part-*.parquet"))
+
+
 def dedup_counts(paths: StagePaths, config: DedupConfig, rounds: int, edges: int) -> dict:
-    """Decision counts plus what the marker must record: LSH parameters, component rounds, lines removed."""
+    """Decision counts plus what the marker must record: LSH parameters, component rounds, lines and spans
+    removed."""
     bands, rows = lsh_params(config)
     files = [str(path) for path in paths.parts()]
     ((units,),) = duckdb.sql(
         "SELECT coalesce(sum(units_removed), 0) FROM read_parquet($files)", params={"files": files}
     ).fetchall()
-    return decision_counts(paths) | {
+    substrings = {}
+    if spans := [str(path) for path in span_files(paths)]:
+        ((count, documents, removed),) = duckdb.sql(
+            "SELECT count(*), count(DISTINCT doc_id), coalesce(sum(bytes), 0) FROM read_parquet($files)",
+            params={"files": spans}).fetchall()
+        substrings = {"substrings": {"spans": count, "documents": documents, "bytes_removed": int(removed)}}
+    return decision_counts(paths) | substrings | {
         "minhash": {
             "scheme": SCHEME, "num_perm": config.num_perm, "bands": bands, "rows": rows, "threshold": config.threshold,
             "verify_threshold": config.verify_threshold if config.verify else None, "ngram": config.ngram,
@@ -388,7 +435,8 @@ def dedup_counts(paths: StagePaths, config: DedupConfig, rounds: int, edges: int
 
 def run(job: StageRun) -> StageResult:
     config, paths, previous = job.config, job.paths, job.previous
-    schema = output_schema(previous, FIELDS, writes_text=config.dedup.paragraphs.enabled)
+    text_dedup = TextDedup(config.dedup.paragraphs, config.substrings)
+    schema = output_schema(previous, FIELDS, writes_text=text_dedup.rewrites)
     dedup, total = config.dedup, len(previous.parts())  # documents stay in the partitions ingest gave them
     work = paths.stage_dir / "_work"
     parts = [str(path) for path in previous.parts()]
@@ -399,8 +447,8 @@ def run(job: StageRun) -> StageResult:
         return each_part(pipeline, previous, config.runner) | "Keys" >> beam.ParDo(keys)
 
     def write_stage(pipeline: beam.Pipeline, labels: beam.PCollection) -> None:
-        writer = ApplyToPart(paths, previous, schema, total, dedup.paragraphs)
-        batches = read_kept_batches(pipeline, previous, 256, config.runner) if dedup.paragraphs.enabled else None
+        writer = ApplyToPart(paths, previous, schema, total, text_dedup)
+        batches = read_kept_batches(pipeline, previous, 256, config.runner) if text_dedup.rewrites else None
         labels | "Apply" >> ApplyDecisions(batches, dedup, writer)
 
     def key_range(index: int):
@@ -454,4 +502,4 @@ def run(job: StageRun) -> StageResult:
         shutil.rmtree(work)
         return counts | {"key_passes": passes}
 
-    return run_stage(job, body)
+    return run_stage(job, body, lambda: span_files(paths))

@@ -113,7 +113,9 @@ STAGES: tuple[Stage, ...] = (
           "with heuristics.c4_remove_lines a kept document's text becomes C4's cleaned text",
           settings=lambda config: config.heuristics.threshold_settings()),
     Stage("dedup", ("heuristics",),
-          summary="exact and MinHash near-duplicate clusters; all but one document per cluster are `duplicate`"),
+          summary="exact and MinHash near-duplicate clusters; all but one document per cluster are `duplicate`; "
+          "with substrings.enabled, spans repeated across survivors keep only their first copy",
+          settings=lambda config: {"dedup": config.dedup.model_dump(), "substrings": config.substrings.model_dump()}),
     Stage("decontaminate", ("dedup",),
           summary="documents holding an evaluation item (decontaminate.eval_sets) are `contaminated`: dropped, or "
           "cut out in remove_span mode"),

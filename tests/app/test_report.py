@@ -259,3 +259,21 @@ def test_the_wind_tunnel_charts_draw_from_its_report(tmp_path):
     with duckdb.connect() as con:
         for sql in tunnel_sql:
             assert con.execute(sql).fetchall(), sql
+
+
+def test_repeated_spans_show_per_source_with_samples(tmp_path):
+    from support.builds import run_dedup, write_stage_output
+    from support.planted_spans import planted_rows
+
+    rows, _ = planted_rows()
+    write_stage_output("heuristics", tmp_path, rows)
+    run_dedup(tmp_path, substrings={"enabled": True})
+    build_catalog(tmp_path)
+    page = page_of(write_report(tmp_path).parent)
+    assert "Repeated spans removed, by source" in page and "copies removed" in page, notes(page)
+    span_sql = [sql for sql in sql_blocks(page) if "FROM substrings" in sql]
+    assert len(span_sql) == 2
+    with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
+        by_source = con.execute(span_sql[0]).fetchall()
+        assert {row[0] for row in by_source} == {"web", "news"}
+        assert all(con.execute(sql).fetchall() for sql in span_sql)

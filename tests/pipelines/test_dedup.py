@@ -12,15 +12,14 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from support.builds import write_stage_output
+from support.builds import run_dedup, write_stage_output
 
 from datafactory.app.demo import read_ground_truth, write_demo_corpus
 from datafactory.factory.catalog import build_catalog, query
-from datafactory.factory.config import DedupConfig, parse_config
+from datafactory.factory.config import DedupConfig
 from datafactory.factory.markers import read_marker
 from datafactory.filters.dedup import exact_key, lsh_params
 from datafactory.pipelines import dedup
-from datafactory.pipelines.registry import run_stage_named
 
 UPSTREAM = "heuristics"
 
@@ -39,15 +38,6 @@ def demo_records(root: Path) -> list[dict]:
          "date": r["date"], "meta": "{}", "text": r["text"], "keep": True, "reason": None, "detail": None}
         for i, r in enumerate(records)
     ]
-
-
-def run_dedup(build: Path, workers: int = 1, **settings) -> dict[str, dict]:
-    """Runs the stage on build's upstream; returns the stage's rows by doc_id."""
-    mode = ({"direct_running_mode": "in_memory"} if workers == 1
-            else {"direct_running_mode": "multi_processing", "direct_num_workers": workers})
-    config = parse_config({"inputs": [{"path": "unused", "source": "demo"}], "runner": mode, "dedup": settings})
-    run_stage_named("dedup", config, build)
-    return {row["doc_id"]: row for row in pq.read_table(build / "stages" / "dedup").to_pylist()}
 
 
 @pytest.fixture(scope="module")

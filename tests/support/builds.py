@@ -12,10 +12,11 @@ import pyarrow.parquet as pq
 import yaml
 
 from datafactory.factory.catalog import build_catalog
-from datafactory.factory.config import load_config
+from datafactory.factory.config import load_config, parse_config
 from datafactory.factory.markers import write_marker
 from datafactory.factory.records import stage_schema
 from datafactory.pipelines.common import StagePaths, part_name, partition_of
+from datafactory.pipelines.registry import run_stage_named
 
 TINY_TOKENIZE = {"seq_len": 64, "rows_per_shard": 64, "tokenizer": {"vocab_size": 4000}}
 IN_MEMORY = {"direct_running_mode": "in_memory"}
@@ -79,3 +80,14 @@ def write_stage_output(stage: str, build: Path, rows: list[dict], parts: int = 3
         pq.write_table(pa.Table.from_pylist(members, schema=schema), path)
         outputs.append(path)
     write_marker(build, stage_dir, stage, "test", "test", {"documents": len(rows), "kept": len(rows)}, outputs)
+
+
+def run_dedup(build: Path, workers: int = 1, substrings: dict | None = None, **settings) -> dict[str, dict]:
+    """Runs the dedup stage (`settings` its section, `substrings` that one) on build's upstream; returns the stage's
+    rows by doc_id."""
+    mode = ({"direct_running_mode": "in_memory"} if workers == 1
+            else {"direct_running_mode": "multi_processing", "direct_num_workers": workers})
+    config = parse_config({"inputs": [{"path": "unused", "source": "demo"}], "runner": mode, "dedup": settings,
+                           "substrings": substrings or {}})
+    run_stage_named("dedup", config, build)
+    return {row["doc_id"]: row for row in pq.read_table(build / "stages" / "dedup").to_pylist()}
