@@ -27,7 +27,8 @@ from datafactory.filters.quality_train import load_scorer
 from datafactory.filters.quality_default import DEFAULT_MODEL
 from datafactory.app.demo import base_documents
 from datafactory.mixtures.policy import load_policy
-assert manifest_schema()["title"] and base_documents()["zh"]
+from datafactory.factory.config import preset_names
+assert manifest_schema()["title"] and base_documents()["zh"] and "web" in preset_names()
 assert root in DEFAULT_MODEL.parents and 0 <= load_scorer(DEFAULT_MODEL).score(["A sentence."])[0] <= 1
 print(len(names))
 """
