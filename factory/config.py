@@ -19,10 +19,20 @@ class Strict(BaseModel):
 
 class InputSpec(Strict):
     path: str = Field(description="glob of input files; format inferred from the extension")
-    source: str = Field(description="source name used for mixing and reporting")
+    # A source names shard folders, manifest entries and report rows: one path segment of plain characters, never
+    # "..", so it cannot lead a file outside the build directory.
+    source: str = Field(pattern=r"^[\w.-]{1,100}$",
+                        description="source name used for mixing and reporting: letters, digits, _ . - (1-100)")
     text_field: str = "text"
     id_field: str = "id"
     format: Literal["jsonl", "parquet", "warc", "wet"] | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _one_path_segment(cls, source: str) -> str:
+        if source in (".", ".."):
+            raise ValueError(f"source {source!r} would name a folder outside the build's shard folders")
+        return source
 
 
 class UrlFilterConfig(Strict):

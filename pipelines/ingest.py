@@ -103,9 +103,18 @@ def unique_ids(rows: Iterable[dict]) -> Iterator[dict]:
             meta = json.loads(row["meta"]) if row["meta"] else {}
             meta["original_id"] = row["doc_id"]
             row["meta"] = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
-            row["doc_id"] = f"{row['doc_id']}{REPEATED_ID_MARK}{hashlib.sha256(where).hexdigest()[:12]}"
+            row["doc_id"] = renamed_id(row["doc_id"], where, seen)
         seen.add(row["doc_id"])
         yield row
+
+
+def renamed_id(doc_id: str, where: bytes, seen: set[str]) -> str:
+    """``<id>~<12 hex of where the record is>``, salted again while an id already read holds it (the input may
+    hold that very string as an id); an id read later that equals it is renamed in turn."""
+    salt = 0
+    while (candidate := f"{doc_id}{REPEATED_ID_MARK}{hashlib.sha256(where + bytes(salt)).hexdigest()[:12]}") in seen:
+        salt += 1
+    return candidate
 
 
 def batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:

@@ -47,6 +47,10 @@ def jsonl_line(reader: RecordReader, line: bytes, line_no: int) -> Iterator[dict
         yield reader.invalid(location, f"invalid UTF-8 at byte {err.start}")
     except json.JSONDecodeError as err:
         yield reader.invalid(location, f"malformed JSON: {err.msg} at column {err.colno}")
+    except RecursionError:
+        yield reader.invalid(location, "JSON nested too deeply to read")
+    except ValueError as err:  # e.g. an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        yield reader.invalid(location, f"unreadable JSON value: {err}")
     else:
         yield reader.document(record, location)
 

@@ -56,9 +56,9 @@ class RecordReader:
         if not isinstance(record, dict):
             return self.invalid(location, f"record is {type(record).__name__}, not an object")
         raw_id = record.get(self.spec.id_field)
-        doc_id = str(raw_id) if isinstance(raw_id, str | int) and str(raw_id) else stable_doc_id(
+        doc_id = clean_text(str(raw_id)) if isinstance(raw_id, str | int) and str(raw_id) else stable_doc_id(
             self.spec.source, self.shown, location
-        )
+        )  # an id is stored and hashed as UTF-8: lone surrogates become U+FFFD, as in the text
         text = record.get(self.spec.text_field)
         if text is None:
             return self.row(doc_id, location, "", {}, f"missing field {self.spec.text_field!r}")

@@ -101,6 +101,7 @@ def test_oversized_warc_record_is_not_read_and_non_html_is_no_document(tmp_path)
 
 
 def ingest_files(tmp_path: Path, files: dict[str, bytes], **config) -> list[dict]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for name, blob in files.items():
         (tmp_path / name).write_bytes(blob)
     inputs = [{"path": name, "source": "web"} for name in files]
@@ -121,6 +122,40 @@ def test_repeated_ids_stay_documents_under_unique_ids(tmp_path):
     for text in ("again in a", "in b"):
         assert by_text[text]["doc_id"].startswith("same~")
         assert json.loads(by_text[text]["meta"])["original_id"] == "same"
+
+
+def test_an_input_id_equal_to_a_renamed_one_keeps_every_id_unique(tmp_path):
+    """The rename of line 3's repeated "x" is probed first; then that very string comes as line 1's id."""
+    probe = [("x", "one"), ("y", "filler"), ("x", "two")]
+    rows = ingest_files(tmp_path / "probe", {"a.jsonl": b"".join(line({"id": i, "text": t}) for i, t in probe)})
+    renamed = next(row["doc_id"] for row in rows if row["text"] == "two")
+    clash = [(renamed, "literal"), ("x", "one"), ("x", "two")]
+    rows = ingest_files(tmp_path / "clash", {"a.jsonl": b"".join(line({"id": i, "text": t}) for i, t in clash)})
+    assert len({row["doc_id"] for row in rows}) == 3, rows
+    assert {row["text"]: row["doc_id"] for row in rows}["literal"] == renamed
+
+
+@pytest.mark.parametrize(("record", "reason"), [
+    (b'{"id": "deep", "text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "JSON nested too deeply"),
+    (b'{"id": ' + b"7" * 5000 + b', "text": "a huge integer id"}', "unreadable JSON value"),
+])
+def test_records_that_break_a_json_parser_are_located_invalid_rows(tmp_path, record, reason):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(record + b"\n" + line({"id": "after", "text": "still read"}))
+    bad, after = read(path, max_record_bytes=4 * MIB)
+    assert (bad["keep"], bad["location"]) == (False, "line 1") and reason in bad["reason"]
+    assert after["keep"] and after["doc_id"] == "after"
+
+
+def test_a_lone_surrogate_in_an_id_is_stored_like_one_in_the_text(tmp_path):
+    rows = ingest_files(tmp_path, {"a.jsonl": b'{"id": "lone \\ud800 surrogate", "text": "kept"}\n'})
+    assert [(row["doc_id"], row["keep"]) for row in rows] == [("lone \ufffd surrogate", True)]
+
+
+@pytest.mark.parametrize("source", ["../../escape", "..", "a/b", "", "web news"])
+def test_a_source_name_cannot_leave_the_build_directory(tmp_path, source):
+    with pytest.raises(ConfigError, match=r"inputs\.0\.source"):
+        parse_config({"inputs": [{"path": "docs.jsonl", "source": source}]})
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
