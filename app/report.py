@@ -617,8 +617,7 @@ def tunnel_laws_chart(cat: Catalog, report: dict) -> Chart:
         figure.add_trace(go.Scatter(x=[row["tokens"] for row in mine], y=[row["lr"] for row in mine],
                                     mode="markers", name=f"width {width}", marker_color=colour), row=1, col=1)
         lr_law = laws["lr"]
-        width_exponent = lr_law["exponents"].get("width", 0.0)
-        figure.add_trace(go.Scatter(x=tokens, y=[math.exp(lr_law["intercept"]) * width ** width_exponent
+        figure.add_trace(go.Scatter(x=tokens, y=[math.exp(lr_law["intercept"]) * width ** lr_law["exponents"]["width"]
                                                  * t ** lr_law["exponents"]["tokens"] for t in tokens],
                                     mode="lines", line={"dash": "dot", "color": colour}, showlegend=False),
                          row=1, col=1)

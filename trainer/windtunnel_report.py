@@ -51,22 +51,15 @@ class TunnelInputs:
 
 @dataclass(frozen=True)
 class Laws:
-    lr_by_width: PowerLaw  # optimal peak lr vs width and tokens: the test of μP's promise
-    lr: PowerLaw  # the one predictions use: vs tokens alone when the width exponent's interval holds 0
+    lr: PowerLaw  # optimal peak lr vs width and tokens
     batch_size: PowerLaw  # optimal batch size (sequences) vs tokens
     batch_vs_loss: PowerLaw  # optimal batch size vs the loss reached
     loss: LossLaw  # best loss vs width and tokens
 
 
 def fit_laws(points: Sequence[ProxyResult], seed: int) -> Laws:
-    """Every law on these optima. The learning rate is predicted from tokens alone unless the data show it moving
-    with width (the width exponent's bootstrap interval excludes 0): under μP it should not, and a width term fitted
-    to noise only adds variance to an extrapolation in width."""
-    by_width = fit_power_law(points, "lr", ["width", "tokens"], seed)
-    low, high = by_width.intervals["width"]
-    lr = fit_power_law(points, "lr", ["tokens"], seed) if low <= 0.0 <= high else by_width
-    return Laws(by_width, lr, fit_power_law(points, "batch_size", ["tokens"], seed),
-                fit_power_law(points, "batch_size", ["loss"], seed), fit_loss_law(points, seed))
+    return Laws(fit_power_law(points, "lr", ["width", "tokens"], seed), fit_power_law(points, "batch_size",
+                ["tokens"], seed), fit_power_law(points, "batch_size", ["loss"], seed), fit_loss_law(points, seed))
 
 
 def interval(value: float, low: float, high: float) -> dict[str, float]:
@@ -80,8 +73,7 @@ def power_law_dict(law: PowerLaw) -> dict:
 
 def laws_dict(laws: Laws) -> dict:
     e, a, alpha, b, beta = laws.loss.params
-    return {"lr": power_law_dict(laws.lr), "lr_by_width": power_law_dict(laws.lr_by_width),
-            "batch_size": power_law_dict(laws.batch_size),
+    return {"lr": power_law_dict(laws.lr), "batch_size": power_law_dict(laws.batch_size),
             "batch_size_vs_loss": power_law_dict(laws.batch_vs_loss),
             "loss": {"e": e, "a": a, "alpha": alpha, "b": b, "beta": beta, "width0": laws.loss.width0,
                      "tokens0": laws.loss.tokens0}}
@@ -244,16 +236,13 @@ def report_markdown(report: dict) -> str:
         lines.append(f"| {int(tokens):,} | {row['predicted_lr']:.3g} | {row['best_lr']:.3g} | "
                      f"{row['predicted_batch_size']:.3g} | {row['best_batch_size']:g} | {row['loss_gap']:.2%} | "
                      f"{row['loss_error']:+.2%} |")
-    lr_law, batch_law, loss_law = laws["lr_by_width"], laws["batch_size"], laws["loss"]
-    width_free = "width" not in laws["lr"]["exponents"]
+    lr_law, batch_law, loss_law = laws["lr"], laws["batch_size"], laws["loss"]
     lines += [
         "", "## Laws (fitted on every width)", "",
         f"- optimal lr ∝ width^{lr_law['exponents']['width']:+.3f} "
         f"[{lr_law['intervals']['width'][0]:+.3f}, {lr_law['intervals']['width'][1]:+.3f}] x tokens^"
         f"{lr_law['exponents']['tokens']:+.3f} [{lr_law['intervals']['tokens'][0]:+.3f}, "
-        f"{lr_law['intervals']['tokens'][1]:+.3f}] (flat in width under μP: the interval should hold 0); "
-        + (f"it does, so predictions use optimal lr ∝ tokens^{laws['lr']['exponents']['tokens']:+.3f}"
-           if width_free else "it does not: predictions keep the width term"),
+        f"{lr_law['intervals']['tokens'][1]:+.3f}] (flat in width under μP: the interval should hold 0)",
         f"- optimal batch ∝ tokens^{batch_law['exponents']['tokens']:+.3f} "
         f"[{batch_law['intervals']['tokens'][0]:+.3f}, {batch_law['intervals']['tokens'][1]:+.3f}]; "
         f"∝ loss^{laws['batch_size_vs_loss']['exponents']['loss']:+.2f}",
