@@ -189,10 +189,12 @@ def stages() -> None:
 
 @app.command()
 def stats(sql: str = typer.Argument(..., help="SQL over the catalog's views"),
-          build: Path = typer.Option(Path("build"), "--build", help="build directory")) -> None:
-    """Run SQL against the build's catalog.duckdb and print a table."""
+          build: Path = typer.Option(Path("build"), "--build", help="build directory"),
+          unrestricted: bool = typer.Option(False, "--unrestricted", help="let the SQL read and write files outside "
+                                            "the build directory and load DuckDB extensions")) -> None:
+    """Run SQL against the build's catalog.duckdb and print a table (confined to the build directory)."""
     try:
-        columns, rows = query(build, sql)
+        columns, rows = query(build, sql, unrestricted=unrestricted)
     except FileNotFoundError as err:
         fail(str(err))
     except Exception as err:  # duckdb raises many error types; all are the user's SQL to fix

@@ -104,12 +104,27 @@ def build_catalog(build_dir: str | Path) -> Path:
     return target
 
 
-def query(build_dir: str | Path, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
-    """Run SQL (with `$name` parameters) against a build's catalog read-only; returns column names and rows."""
+def confined(con: duckdb.DuckDBPyConnection, build_dir: Path) -> duckdb.DuckDBPyConnection:
+    """The connection may open files under the build directory only (the views read nothing else): no read_csv of
+    /etc/passwd, no COPY TO elsewhere, no extension installs or network; the configuration is locked so SQL cannot
+    undo it. COPY TO a path inside the build directory stays possible."""
+    con.execute("SET allowed_directories = $directories", {"directories": [f"{build_dir.resolve()}/"]})
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def query(build_dir: str | Path, sql: str, params: dict | None = None, unrestricted: bool = False
+          ) -> tuple[list[str], list[tuple]]:
+    """Run SQL (with `$name` parameters) against a build's catalog read-only and confined to the build directory
+    (``unrestricted``: with every file and extension DuckDB can reach); returns column names and rows."""
     path = Path(build_dir) / CATALOG_NAME
     if not path.exists():
         raise FileNotFoundError(f"no catalog at {path}: run `factory build` first")
-    with duckdb.connect(str(path), read_only=True) as con:
+    settings = {} if unrestricted else {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    with duckdb.connect(str(path), read_only=True, config=settings) as con:
+        if not unrestricted:
+            confined(con, Path(build_dir))
         result = con.execute(sql, params) if params else con.execute(sql)
         return [column[0] for column in result.description], result.fetchall()
 
