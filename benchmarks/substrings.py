@@ -92,7 +92,7 @@ def suffix_array_child(build: Path, min_tokens: int, out: Path) -> None:
     ids = sorted(texts)
     start = time.perf_counter()
     encoded = [texts[doc_id].encode("utf-8", "surrogatepass").replace(b"\0", b" ") for doc_id in ids]
-    corpus = np.frombuffer(b"\0".join(encoded) + b"\0", dtype=np.uint8)
+    corpus = np.frombuffer(bytearray(b"\0".join(encoded) + b"\0"), dtype=np.uint8)  # divsufsort wants it writable
     starts = np.concatenate(([0], np.cumsum([len(blob) + 1 for blob in encoded])))
     suffixes = divsufsort(corpus)
     common = kasai(corpus, suffixes)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -14,7 +16,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "128" and true are not a seq_len
 
 
 class InputSpec(Strict):
@@ -403,6 +405,13 @@ class QualityConfig(Strict):
     bottom_fraction: float = Field(0.3, gt=0, lt=1, description="share of each language in the 'low' bucket")
     min_score: float = Field(0.0, ge=0, le=1, description="documents scoring below are dropped")
 
+    @model_validator(mode="after")
+    def _room_for_mid(self) -> QualityConfig:
+        if self.top_fraction + self.bottom_fraction >= 1:
+            raise ValueError(f"top_fraction {self.top_fraction} + bottom_fraction {self.bottom_fraction} leave no "
+                             "'mid' bucket: their sum must stay below 1")
+        return self
+
     @property
     def uses_default_model(self) -> bool:
         """No model, scorer or reference named: the build scores with the built-in default model."""
@@ -449,7 +458,8 @@ AUTO_IN_MEMORY_BYTES = 256 << 20
 
 
 class RunnerConfig(Strict):
-    runner: str = "FnApiRunner"
+    runner: Literal["FnApiRunner", "DirectRunner", "DaskRunner", "FlinkRunner", "SparkRunner", "DataflowRunner",
+                    "PortableRunner", "PrismRunner"] = "FnApiRunner"
     direct_num_workers: int = Field(2, ge=1)
     direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = Field(
         "auto", description="auto: in_memory for inputs up to auto_in_memory_bytes, else multi_processing"
@@ -483,9 +493,42 @@ class ScheduleConfig(Strict):
     @field_validator("cron")
     @classmethod
     def _five_fields(cls, cron: str) -> str:
-        if len(cron.split()) not in (5, 6):
+        fields = cron.split()
+        if len(fields) not in (5, 6):
             raise ValueError(f"expected a cron expression of 5 fields (minute hour day month weekday), got {cron!r}")
+        for text, (name, low, high) in zip(fields, CRON_FIELDS, strict=False):
+            if not cron_field_ok(text, low, high, named=name in ("month", "weekday")):
+                raise ValueError(f"cron {cron!r}: {name} field {text!r} is not *, a number {low}-{high}, a range, "
+                                 "a list or a step")
         return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, timezone: str) -> str:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r} (an IANA name, e.g. Europe/Berlin)") from None
+        return timezone
+
+
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("weekday", 0, 7),
+               ("second", 0, 59))
+_CRON_PART = re.compile(r"(\*|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/([0-9]+))?")
+
+
+def cron_field_ok(text: str, low: int, high: int, named: bool) -> bool:
+    """One cron field: comma-separated parts, each `*`, a value or a range, optionally `/step`; months and weekdays
+    may be named (JAN, MON)."""
+    for part in text.split(","):
+        match = _CRON_PART.fullmatch(part)
+        if match is None or match[2] == "0":
+            return False
+        values = [] if match[1] == "*" else match[1].split("-")
+        for value in values:
+            if not (value.isdigit() and low <= int(value) <= high or named and value.isalpha() and len(value) == 3):
+                return False
+    return True
 
 
 class BuildConfig(Strict):
@@ -575,6 +618,23 @@ def parse_config(data: object, origin: str = "<dict>", base_dir: str | None = No
         raise ConfigError(describe_validation_error(err, origin)) from None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(text: str) -> object:
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 PRESETS = Path(__file__).parent / "presets"
 
 
@@ -604,7 +664,7 @@ def load_yaml_model(path: str | Path, model: type[M], what: str) -> M:
     """A YAML file validated into `model`: a missing file, bad YAML, a non-mapping or a bad value is a one-line
     ConfigError naming the file (and the key)."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = read_yaml(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{what} file not found: {path}") from None
     except yaml.YAMLError as err:
@@ -620,7 +680,7 @@ def load_yaml_model(path: str | Path, model: type[M], what: str) -> M:
 def load_config(path: str | Path) -> BuildConfig:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as err:

@@ -24,7 +24,8 @@ def jsonl_rows(reader: RecordReader, compression: str | None) -> Iterator[dict]:
     limit = reader.ingest.max_record_bytes
     try:
         with fsspec.open(reader.path, "rb") as raw:
-            for line_no, line in enumerate(bounded_lines(decompressed(raw, compression), limit), start=1):
+            stream = decompressed(raw, compression or sniffed_compression(raw))
+            for line_no, line in enumerate(bounded_lines(stream, limit), start=1):
                 if isinstance(line, int):
                     yield reader.invalid(f"line {line_no}", f"line of {line:,} bytes exceeds ingest.max_record_bytes "
                                        f"({limit:,}); not read")
@@ -53,6 +54,17 @@ def jsonl_line(reader: RecordReader, line: bytes, line_no: int) -> Iterator[dict
         yield reader.invalid(location, f"unreadable JSON value: {err}")
     else:
         yield reader.document(record, location)
+
+
+MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def sniffed_compression(raw: io.IOBase) -> str | None:
+    """gzip or zstd by the file's first bytes, for a compressed file named plain .jsonl (read as it is, not as
+    invalid UTF-8)."""
+    head = raw.read(4)
+    raw.seek(0)
+    return next((kind for magic, kind in MAGIC.items() if head.startswith(magic)), None)
 
 
 def decompressed(raw: io.IOBase, compression: str | None) -> io.BufferedIOBase:

@@ -61,7 +61,8 @@ class RecordReader:
         )  # an id is stored and hashed as UTF-8: lone surrogates become U+FFFD, as in the text
         text = record.get(self.spec.text_field)
         if text is None:
-            return self.row(doc_id, location, "", {}, f"missing field {self.spec.text_field!r}")
+            missing = "is null" if self.spec.text_field in record else "is missing"
+            return self.row(doc_id, location, "", {}, f"field {self.spec.text_field!r} {missing}")
         if not isinstance(text, str):
             return self.row(doc_id, location, "", {}, f"field {self.spec.text_field!r} is {type(text).__name__}")
         text = clean_text(text)

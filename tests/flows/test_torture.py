@@ -138,8 +138,8 @@ def test_unreadable_records_are_located_invalid_rows(torture_build):
         ("malformed.jsonl", "line 2"): "malformed JSON", ("malformed.jsonl", "line 3"): "invalid UTF-8",
         ("malformed.jsonl", "line 5"): "malformed JSON", ("malformed.jsonl", "line 6"): "malformed JSON",
         ("malformed.jsonl", "line 8"): "empty text", ("malformed.jsonl", "line 9"): "empty text",
-        ("malformed.jsonl", "line 10"): "missing field 'text'", ("malformed.jsonl", "line 11"): "is int",
-        ("malformed.jsonl", "line 12"): "missing field 'text'", ("malformed.jsonl", "line 13"): "not an object",
+        ("malformed.jsonl", "line 10"): "field 'text' is missing", ("malformed.jsonl", "line 11"): "is int",
+        ("malformed.jsonl", "line 12"): "field 'text' is null", ("malformed.jsonl", "line 13"): "not an object",
         ("notes.csv", "file"): "unknown file extension", ("broken.parquet", "file"): "unreadable Parquet",
         ("wrong_schema.parquet", "file"): "no column 'text'",
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -175,6 +176,28 @@ def write_config(tmp_path: Path, text: str) -> Path:
 def test_broken_config_names_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(write_config(tmp_path, text))
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("tokenize: {seq_len: '128'}\n", "tokenize.seq_len"),
+    ("tokenize: {seq_len: true}\n", "tokenize.seq_len"),
+    ("quality: {top_fraction: 0.6, bottom_fraction: 0.5}\n", "no 'mid' bucket"),
+    ("schedule: {cron: '61 3 * * *'}\n", "minute field '61'"),
+    ("schedule: {cron: '0 3 * * *', timezone: Mars/Olympus}\n", "unknown time zone 'Mars/Olympus'"),
+    ("runner: {runner: SparkRuner}\n", "runner.runner"),
+    ("tokenize: {seq_len: 128}\ntokenize: {seq_len: 256}\n", "duplicate key 'tokenize'"),
+])
+def test_lax_values_are_refused_by_name(tmp_path, text, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config(write_config(tmp_path, "inputs: [{path: docs.jsonl, source: web}]\n" + text))
+
+
+def test_a_compressed_file_named_plain_jsonl_is_read_as_what_it_is(tmp_path):
+    body = line({"id": "a", "text": "gzip inside"}) + line({"id": "b", "text": "second"})
+    (tmp_path / "gz.jsonl").write_bytes(gzip.compress(body))
+    (tmp_path / "zst.jsonl").write_bytes(zstandard.ZstdCompressor().compress(body))
+    for name in ("gz.jsonl", "zst.jsonl"):
+        assert [(row["doc_id"], row["keep"]) for row in read(tmp_path / name)] == [("a", True), ("b", True)]
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -46,7 +46,7 @@ def test_jsonl_bad_records_are_located(tmp_path):
     assert by_location["line 1"]["keep"] and by_location["line 1"]["text"] == "hello"
     assert "malformed JSON" in by_location["line 2"]["reason"]
     assert "invalid UTF-8" in by_location["line 3"]["reason"]
-    assert "missing field 'text'" in by_location["line 4"]["reason"]
+    assert "field 'text' is missing" in by_location["line 4"]["reason"]
     assert "is int" in by_location["line 5"]["reason"]
     assert by_location["line 6"]["reason"] == "invalid: empty text"
     assert "not an object" in by_location["line 7"]["reason"]

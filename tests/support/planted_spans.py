@@ -7,8 +7,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from datafactory.filters.dedup import survivor_rank
-from datafactory.filters.substrings import Hashed
+from datafactory.filters.substrings import Hashed, keys
 
 
 @dataclass(frozen=True)
@@ -73,27 +75,49 @@ class Score:
     recall: float  # share of the non-first planted copies' characters removed (spans of min_tokens or more)
     short_removed: int  # characters removed from planted spans under the threshold
     firsts_removed: int  # characters removed from the first copies
-    unverified: int  # characters removed whose text is not found in the document named as keeping it
+    unverified: int  # removed characters no min_tokens window held by another document covers (merged gaps)
+
+
+def window_holders(rows: list[dict], min_tokens: int) -> dict[int, set[str]]:
+    """Every min_tokens window of every document, by its 128-bit key: the documents holding it."""
+    holders: dict[int, set[str]] = {}
+    for row in rows:
+        for key in keys(*Hashed.of(row["text"]).windows(min_tokens)):
+            holders.setdefault(key, set()).add(row["doc_id"])
+    return holders
+
+
+def unverified_chars(text: str, doc_id: str, spans: list[dict], holders: dict[int, set[str]], min_tokens: int
+                     ) -> int:
+    """Characters of the removed spans that no window also held by another document covers."""
+    hashed = Hashed.of(text)
+    covered = np.zeros(len(text) + 1, dtype=np.int32)
+    for position, key in enumerate(keys(*hashed.windows(min_tokens))):
+        if holders.get(key, set()) - {doc_id}:
+            covered[hashed.starts[position]] += 1
+            covered[hashed.ends[position + min_tokens - 1]] -= 1
+    inside = np.cumsum(covered)[:-1] > 0
+    return sum(int((~inside[span["start"] : span["end"]]).sum()) for span in spans)
 
 
 def score(rows: list[dict], planted: list[Planted], removed: list[dict], min_tokens: int) -> Score:
     texts = {row["doc_id"]: row["text"] for row in rows}
-    cut: dict[str, list[tuple[int, int]]] = {}
-    unverified = 0
+    cut: dict[str, list[dict]] = {}
     for span in removed:
-        cut.setdefault(span["doc_id"], []).append((span["start"], span["end"]))
-        if texts[span["doc_id"]][span["start"] : span["end"]] not in texts[span["kept_in"]]:
-            unverified += span["end"] - span["start"]
+        cut.setdefault(span["doc_id"], []).append(span)
+    holders = window_holders(rows, min_tokens)
 
     def overlap(copy: Planted) -> int:
-        return sum(max(0, min(end, copy.end) - max(start, copy.start)) for start, end in cut.get(copy.doc_id, []))
+        return sum(max(0, min(span["end"], copy.end) - max(span["start"], copy.start))
+                   for span in cut.get(copy.doc_id, []))
 
     long_copies = [copy for copy in planted if copy.tokens >= min_tokens and not copy.first]
     total = sum(copy.end - copy.start for copy in long_copies)
     return Score(recall=sum(overlap(copy) for copy in long_copies) / total if total else 1.0,
                  short_removed=sum(overlap(copy) for copy in planted if copy.tokens < min_tokens),
                  firsts_removed=sum(overlap(copy) for copy in planted if copy.first and copy.tokens >= min_tokens),
-                 unverified=unverified)
+                 unverified=sum(unverified_chars(texts[doc_id], doc_id, spans, holders, min_tokens)
+                                for doc_id, spans in cut.items()))
 
 
 MIN_TOKENS = 50
