@@ -334,8 +334,9 @@ class ApplyToPart(beam.DoFn):
                 info[doc_id] = value
             elif kind == "strip":
                 strip.setdefault(doc_id, set()).add(value)
-            elif kind == "claim":
-                claims.setdefault(doc_id, []).append(value)
+            elif kind == "claims":
+                for claimant, position, kept_in, kept_start in value:
+                    claims.setdefault(claimant, []).append(Claim(position, kept_in, kept_start))
         name = part_name("", index, self.total)
         spans: list[dict] = []
 
@@ -382,7 +383,7 @@ class ApplyDecisions(beam.PTransform):
         if self.writer.settings.substrings.enabled:
             duplicates = (info | "Duplicates" >> beam.Filter(lambda pair: pair[1]["duplicate_of"] is not None)
                           | "DuplicatesByPartition" >> beam.MapTuple(
-                              lambda doc_id, _: (partition_of(doc_id, total), ("duplicate", doc_id, None))))
+                              lambda doc_id, _: (partition_of(doc_id, total), ("duplicate", doc_id))))
             tagged.append(self.batches | "RepeatedSpans" >> FindRepeatedSpans(
                 duplicates, self.writer.previous.stage_dir, total, self.writer.settings.substrings, config.survivor))
         paragraphs = config.paragraphs

@@ -7,6 +7,7 @@ Shuffled: a fingerprint per ~7% of the tokens of every document, then one window
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pyarrow as pa
 
 from datafactory.factory.config import SubstringsConfig
 from datafactory.filters.dedup import survivor_rank
-from datafactory.filters.substrings import Claim, Span, Winnowing
+from datafactory.filters.substrings import Span, Winnowing
 from datafactory.pipelines.common import iter_kept_batches, part_name, partition_of, write_parquet_atomic
 
 SPAN_FIELDS = [
@@ -34,63 +35,89 @@ SAMPLE_CHARS = 200
 SPANS_DIR = "_substrings"  # in the dedup stage directory, one file per part; "_": not rows of the stage itself
 
 
-def fingerprint_pairs(batch: list[dict], winnowing: Winnowing) -> Iterable[tuple[int, tuple[str, int]]]:
-    for row in batch:
-        for key, position in winnowing.fingerprints(row["text"]):
-            yield key, (row["doc_id"], position)
+BUCKETS_PER_PARTITION = 64  # keys are grouped in buckets, a list per bucket and bundle: ~1/64 of a part each
 
 
-def shared_positions(element: tuple[int, Iterable[tuple[str, int]]], total: int
-                     ) -> Iterable[tuple[int, tuple[str, str, int]]]:
-    """Each occurrence of a fingerprint two or more documents hold, sent to its document's partition."""
-    _, occurrences = element
-    occurrences = list(occurrences)
-    if len({doc_id for doc_id, _ in occurrences}) > 1:
-        for doc_id, position in occurrences:
-            yield partition_of(doc_id, total), ("shared", doc_id, position)
+def by_bucket(items: Iterable[tuple], buckets: int) -> Iterable[tuple[int, list[tuple]]]:
+    """Items (their first field a hash key) as one list per bucket: Beam moves a list far faster than its items."""
+    grouped: dict[int, list[tuple]] = defaultdict(list)
+    for item in items:
+        grouped[item[0] % buckets].append(item)
+    return grouped.items()
+
+
+def held_twice(lists: Iterable[list[tuple]], doc_field: int) -> Iterable[list[tuple]]:
+    """A bucket's items grouped by key: the copies of one fingerprint or window, where two or more documents (the
+    item's field ``doc_field``) hold it."""
+    by_key: dict[int, list[tuple]] = defaultdict(list)
+    for items in lists:
+        for item in items:
+            by_key[item[0]].append(item)
+    return (copies for copies in by_key.values() if len({copy[doc_field] for copy in copies}) > 1)
+
+
+def fingerprint_buckets(batch: list[dict], winnowing: Winnowing, buckets: int) -> Iterable[tuple[int, list]]:
+    """(key, doc_id, position) of every fingerprint of a batch of documents, by bucket."""
+    return by_bucket(((key, row["doc_id"], position) for row in batch
+                      for key, position in winnowing.fingerprints(row["text"])), buckets)
+
+
+def shared_positions(element: tuple[int, Iterable[list[tuple]]], total: int) -> Iterable[tuple[int, tuple]]:
+    """The positions of the fingerprints two or more documents hold, a list per document partition."""
+    by_partition: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for copies in held_twice(element[1], doc_field=1):
+        for _, doc_id, position in copies:
+            by_partition[partition_of(doc_id, total)].append((doc_id, position))
+    for partition, positions in by_partition.items():
+        yield partition, ("shared", positions)
 
 
 class RegionWindows(beam.DoFn):
     """For partition N: every min_tokens window in the candidate regions of its surviving documents (read from the
-    upstream part, streamed), keyed by the window's hash with the document's survivor order."""
+    upstream part, streamed), as (key, order, doc_id, position, start) by bucket, order being the survivor rule's."""
 
-    def __init__(self, upstream_dir: Path, total: int, winnowing: Winnowing, survivor: str) -> None:
+    def __init__(self, upstream_dir: Path, total: int, winnowing: Winnowing, survivor: str, buckets: int) -> None:
         self.upstream_dir, self.total, self.winnowing, self.survivor = upstream_dir, total, winnowing, survivor
+        self.buckets = buckets
 
-    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterable[tuple[int, tuple]]:
+    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterable[tuple[int, list]]:
         index, tagged = element
-        shared: dict[str, list[int]] = {}
+        shared: dict[str, list[int]] = defaultdict(list)
         duplicates: set[str] = set()
-        for kind, doc_id, value in tagged:
+        for kind, value in tagged:
             if kind == "shared":
-                shared.setdefault(doc_id, []).append(value)
+                for doc_id, position in value:
+                    shared[doc_id].append(position)
             else:
-                duplicates.add(doc_id)
+                duplicates.add(value)
         candidates = set(shared) - duplicates
         if not candidates:
             return
         for batch in iter_kept_batches(self.upstream_dir / part_name("", index, self.total), 256):
-            for row in batch:
-                if row["doc_id"] in candidates:
-                    order = survivor_rank(row, self.survivor) + row["doc_id"]
-                    for key, position, start in self.winnowing.region_windows(row["text"], shared[row["doc_id"]]):
-                        yield key, (order, row["doc_id"], position, start)
+            windows = (window for row in batch if row["doc_id"] in candidates
+                       for window in self.windows(row, shared[row["doc_id"]]))
+            yield from by_bucket(windows, self.buckets)
 
-
-def claims(element: tuple[int, Iterable[tuple]], total: int) -> Iterable[tuple[int, tuple[str, str, Claim]]]:
-    """A window in two or more documents stays in the first by survivor order; every other copy is claimed."""
-    _, copies = element
-    copies = list(copies)
-    owner = min(copies)
-    _, kept_in, _, kept_start = owner
-    for _, doc_id, position, _ in copies:
-        if doc_id != kept_in:
-            yield partition_of(doc_id, total), ("claim", doc_id, Claim(position, kept_in, kept_start))
+    def windows(self, row: dict, shared: list[int]) -> Iterable[tuple]:
+        order = survivor_rank(row, self.survivor) + row["doc_id"]
+        for key, position, start in self.winnowing.region_windows(row["text"], shared):
+            yield key, order, row["doc_id"], position, start
+def claims(element: tuple[int, Iterable[list[tuple]]], total: int) -> Iterable[tuple[int, tuple]]:
+    """A window two or more documents hold stays in the first by survivor order; every other copy is claimed:
+    (position, kept_in, kept_start) lists per document partition."""
+    by_partition: dict[int, list[tuple]] = defaultdict(list)
+    for copies in held_twice(element[1], doc_field=2):
+        _, _, kept_in, _, kept_start = min(copies, key=lambda copy: (copy[1], copy[4]))  # first copy of the first doc
+        for _, _, doc_id, position, _ in copies:
+            if doc_id != kept_in:
+                by_partition[partition_of(doc_id, total)].append((doc_id, position, kept_in, kept_start))
+    for partition, found in by_partition.items():
+        yield partition, ("claims", None, found)
 
 
 class FindRepeatedSpans(beam.PTransform):
-    """(partition, ("claim", doc_id, Claim)) for every window a surviving document must give up; ``duplicates`` are
-    (partition, ("duplicate", doc_id, None)) for the documents the clusters removed."""
+    """(partition, ("claims", None, [(doc_id, position, kept_in, kept_start), ...])) for the windows surviving
+    documents give up; ``duplicates`` are (partition, ("duplicate", doc_id)) for the documents the clusters removed."""
 
     def __init__(self, duplicates: beam.PCollection, upstream_dir: Path, total: int, config: SubstringsConfig,
                  survivor: str) -> None:
@@ -100,15 +127,16 @@ class FindRepeatedSpans(beam.PTransform):
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
         total = self.total
+        buckets = BUCKETS_PER_PARTITION * total
         shared = (batches
-                  | "Fingerprints" >> beam.FlatMap(fingerprint_pairs, self.winnowing)
+                  | "Fingerprints" >> beam.FlatMap(fingerprint_buckets, self.winnowing, buckets)
                   | "GroupFingerprints" >> beam.GroupByKey()
                   | "SharedPositions" >> beam.FlatMap(shared_positions, total))
+        windows = RegionWindows(self.upstream_dir, total, self.winnowing, self.survivor, buckets)
         return ((shared, self.duplicates)
                 | "CandidatesAndDuplicates" >> beam.Flatten()
                 | "GroupCandidates" >> beam.GroupByKey()
-                | "RegionWindows" >> beam.ParDo(RegionWindows(self.upstream_dir, total, self.winnowing,
-                                                              self.survivor))
+                | "RegionWindows" >> beam.ParDo(windows)
                 | "GroupWindows" >> beam.GroupByKey()
                 | "Claims" >> beam.FlatMap(claims, total))
 
