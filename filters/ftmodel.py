@@ -31,6 +31,21 @@ model.save_model(job["output"])
 _CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "4096", "OMP_NUM_THREADS": "1"}
 
 
+FASTTEXT_MAGIC = 793712314  # the int32 every fastText .bin / .ftz file starts with (then its format version)
+
+
+def not_a_fasttext_model(path: str | Path) -> str | None:
+    """Why the file cannot be a fastText model (its header), or None: checked before a build runs any stage."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    if int.from_bytes(head, "little", signed=True) != FASTTEXT_MAGIC or len(head) < 4:
+        return "is not a fastText model (.bin or .ftz): it lacks fastText's header"
+    return None
+
+
 def _fasttext() -> Any:
     try:
         import fasttext

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from datafactory.factory.config import BuildConfig, ConfigError
 from datafactory.factory.markers import outputs_digest
 from datafactory.filters.eval_sets import EvalSetError, read_eval_sets
+from datafactory.filters.ftmodel import not_a_fasttext_model
 from datafactory.filters.heuristics import HeuristicFilter
-from datafactory.filters.quality_train import missing_inner_model
+from datafactory.filters.quality_train import missing_inner_model, scorer_kind
 from datafactory.pipelines.inputs import input_bytes, named_files_digest, resolve_inputs
 
 if TYPE_CHECKING:  # the stage modules (Beam, numba, fastText) load when a stage runs, not when the list is read
@@ -141,8 +142,9 @@ def settle_runner(config: BuildConfig, files: list[tuple[str, int]]) -> BuildCon
 
 def preflight(config: BuildConfig, origin: str = "config") -> BuildConfig:
     """What a build checks before any stage runs, so a user's mistake is one located line, not a failed worker: the
-    inputs, every file the config names, heuristics rule names, the eval sets, a combiner's inner models. Returns the
-    config to build with: its running mode settled once from the inputs found here, so no stage globs them again."""
+    inputs, every file the config names, heuristics rule names, the eval sets, fastText models by their header, a
+    combiner's inner models. Returns the config to build with: its running mode settled once from the inputs found
+    here, so no stage globs them again."""
     files = resolve_inputs(config)
     try:
         HeuristicFilter(config.heuristics)
@@ -152,11 +154,27 @@ def preflight(config: BuildConfig, origin: str = "config") -> BuildConfig:
         read_eval_sets(config.decontaminate, config.resolve_path)
     except EvalSetError as err:
         raise ConfigError(f"invalid config {origin}:\n  decontaminate.eval_sets: {err}") from None
+    for key, path in fasttext_models(config).items():
+        if problem := not_a_fasttext_model(path):
+            raise ConfigError(f"invalid config {origin}:\n  {key}: {path} {problem}")
     for spec in config.quality.scorers:
         if missing := missing_inner_model(config.resolve_path(spec.model), spec.kind):
             raise ConfigError(f"invalid config {origin}:\n  quality.scorers ({spec.label}): the combiner "
                               f"{spec.model} lacks its inner model {missing}")
     return settle_runner(config, files)
+
+
+def fasttext_models(config: BuildConfig) -> dict[str, str]:
+    """The config's models that fastText must load, by key: the langid model, and the quality models of that kind."""
+    named = config.named_files()
+    models = {key: named[key] for key in ("langid.model",) if key in named}
+    if "quality.model" in named and scorer_kind(named["quality.model"]) == "fasttext":
+        models["quality.model"] = named["quality.model"]
+    for index, spec in enumerate(config.quality.scorers):
+        key = f"quality.scorers[{index}].model"
+        if key in named and scorer_kind(named[key], spec.kind) == "fasttext":
+            models[key] = named[key]
+    return models
 
 
 def stage(name: str) -> Stage:

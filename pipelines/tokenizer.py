@@ -16,7 +16,7 @@ import sentencepiece as spm
 import xxhash
 
 from datafactory.factory.atomic import atomic_path, write_text_atomic
-from datafactory.factory.config import TokenizerConfig
+from datafactory.factory.config import ConfigError, TokenizerConfig
 from datafactory.factory.shards import sha256_file
 from datafactory.filters.sentencepiece_train import train_model
 from datafactory.pipelines.common import StagePaths, StageResult, StageRun, iter_kept_tables, run_stage
@@ -136,10 +136,18 @@ def sample_lines(files: list[Path], chosen: set[str]) -> list[str]:
 
 
 def train_sentencepiece(lines: list[str], out: Path, config: TokenizerConfig) -> None:
-    """The build's tokenizer, byte-identical for the same lines (its sha256 is in every shard's metadata)."""
-    train_model(lines, out, vocab_size=config.vocab_size, model_type=config.model_type,
-                character_coverage=config.character_coverage, split_digits=True,
-                unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID)
+    """The build's tokenizer, byte-identical for the same lines (its sha256 is in every shard's metadata). A vocabulary
+    the sample cannot fill, or one smaller than the characters it must cover, is the config's to fix: one line."""
+    try:
+        train_model(lines, out, vocab_size=config.vocab_size, model_type=config.model_type,
+                    character_coverage=config.character_coverage, split_digits=True,
+                    unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID)
+    except RuntimeError as err:
+        if "Vocabulary size" not in str(err):
+            raise
+        reason = str(err).removeprefix("sentencepiece training failed: ")
+        raise ConfigError(f"tokenize.tokenizer.vocab_size {config.vocab_size} does not fit this corpus: {reason}"
+                          ) from None
 
 
 def describe(build_dir: Path, compression: dict[str, float] | None = None) -> TokenizerInfo:

@@ -226,6 +226,20 @@ def test_a_combiner_without_its_inner_models_fails_before_any_work(tmp_path):
         preflight(config, "build.yaml")
 
 
+@pytest.mark.parametrize(("section", "key"), [
+    ("langid: {model: fake.bin}", "langid.model"),
+    ("quality: {model: fake.bin}", "quality.model"),
+    ("quality: {scorers: [{model: fake.bin}]}", r"quality.scorers[0].model"),
+])
+def test_a_file_that_is_no_fasttext_model_fails_before_any_work(tmp_path, section, key):
+    from datafactory.pipelines.registry import preflight
+
+    (tmp_path / "fake.bin").write_bytes(b"<html>not a model</html>")
+    config = load_config(write_config(tmp_path, f"inputs: [{{path: docs.jsonl, source: web}}]\n{section}\n"))
+    with pytest.raises(ConfigError, match=re.escape(key) + r": .*fake\.bin is not a fastText model"):
+        preflight(config, "build.yaml")
+
+
 def test_config_paths_resolve_against_the_config_file(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "lid.bin").write_bytes(b"model")

@@ -39,3 +39,14 @@ def test_split_sample_holds_out_unseen_documents_per_language():
     # a small corpus keeps at least nine tenths of each language for training
     _, small = split_sample(pool, TokenizerConfig(sample_chars=10_000, heldout_chars=10_000))
     assert small == {"en": ["en0", "en1"], "zh": ["zh0", "zh1"]}
+
+
+def test_a_vocabulary_the_corpus_cannot_fill_is_a_config_error_naming_the_key(tmp_path):
+    import pytest
+
+    from datafactory.factory.config import ConfigError
+
+    lines = ["".join(chr(0x4E00 + 7 * i + j) for j in range(30)) for i in range(200)]  # ~1,700 distinct characters
+    with pytest.raises(ConfigError, match=r"tokenize\.tokenizer\.vocab_size 300 does not fit this corpus: .*"
+                       r"smaller than required_chars"):
+        train_sentencepiece(lines, tmp_path / "m.model", TokenizerConfig(vocab_size=300, character_coverage=1.0))
