@@ -325,10 +325,11 @@ LIMIT {TOP_CLUSTERS}"""
 
 
 def repeated_spans_chart(cat: Catalog) -> Chart:
-    chart = Chart("Repeated spans removed, by source", [SQL_SPANS_BY_SOURCE, SQL_TOP_SPANS])
+    title = "Repeated spans removed, by source"
     if not cat.rows("SELECT 1 FROM duckdb_views() WHERE view_name = 'substrings'"):
-        chart.note = "substring dedup is off in this build (`substrings: {enabled: true}` or `preset: web` turns it on)"
-        return chart
+        return Chart(title, note="substring dedup is off in this build (`substrings: {enabled: true}` or "
+                     "`preset: web` turns it on)")
+    chart = Chart(title, [SQL_SPANS_BY_SOURCE, SQL_TOP_SPANS])
     by_source = cat.rows(SQL_SPANS_BY_SOURCE)
     if not by_source:
         chart.note = "no span repeated across surviving documents was long enough to remove"

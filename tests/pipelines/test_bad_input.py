@@ -101,6 +101,21 @@ def test_oversized_warc_record_is_not_read_and_non_html_is_no_document(tmp_path)
     assert ok["keep"] and "harbour office" in ok["text"]
 
 
+def test_a_corrupt_parquet_row_group_costs_only_its_own_rows(tmp_path):
+    import pyarrow as pa
+
+    table = pa.table({"id": [f"d{i}" for i in range(30)], "text": [f"text number {i} " * 20 for i in range(30)]})
+    pq.write_table(table, tmp_path / "rg.parquet", row_group_size=10, compression="none")
+    page = pq.ParquetFile(tmp_path / "rg.parquet").metadata.row_group(1).column(1).data_page_offset
+    blob = bytearray((tmp_path / "rg.parquet").read_bytes())
+    blob[page + 20 : page + 200] = b"\xab" * 180  # the second row group's text page header and data
+    (tmp_path / "rg.parquet").write_bytes(bytes(blob))
+    rows = read(tmp_path / "rg.parquet")
+    assert [row["doc_id"] for row in rows if row["keep"]] == [f"d{i}" for i in (*range(10), *range(20, 30))]
+    (bad,) = [row for row in rows if not row["keep"]]
+    assert bad["location"] == "row group 1" and "rows 10-19 unreadable" in bad["reason"]
+
+
 def ingest_files(tmp_path: Path, files: dict[str, bytes], **config) -> list[dict]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     for name, blob in files.items():
