@@ -4,6 +4,7 @@ every layer below it; heavy layers are imported inside the commands that need th
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -645,12 +646,24 @@ def demo_train(out: Path, steps: int, seed: int) -> None:
     console.print(f"report: {write_report(out).resolve()}  (open it in a browser; works offline)")
 
 
+ENVIRONMENT_ERRORS = {errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
+                      errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
 def main() -> None:
+    """The CLI, with a user's mistake (config, manifest, policy, ...) or a full, read-only or forbidden disk as one
+    `error:` line; anything else is a bug and keeps its traceback."""
     try:
         app()
-    except ConfigError as err:
+    except UserError as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(2)
+    except OSError as err:
+        if err.errno not in ENVIRONMENT_ERRORS:
+            raise
+        where = f": {err.filename}" if err.filename else ""
+        console.print(f"[red]error:[/red] {ENVIRONMENT_ERRORS[err.errno]}{where}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import xxhash
 
 from datafactory.factory.atomic import atomic_path, write_text_atomic
 from datafactory.factory.config import ConfigError, TokenizerConfig
+from datafactory.factory.errors import UserError
 from datafactory.factory.shards import sha256_file
 from datafactory.filters.sentencepiece_train import train_model
 from datafactory.pipelines.common import StagePaths, StageResult, StageRun, iter_kept_tables, run_stage
@@ -135,6 +136,10 @@ def sample_lines(files: list[Path], chosen: set[str]) -> list[str]:
     return [line.strip() for doc_id in sorted(texts) for line in texts[doc_id].split("\n") if line.strip()]
 
 
+class EmptyCorpus(UserError):
+    """Nothing survived the filters to train a tokenizer on: the user's data or thresholds, not a bug."""
+
+
 def train_sentencepiece(lines: list[str], out: Path, config: TokenizerConfig) -> None:
     """The build's tokenizer, byte-identical for the same lines (its sha256 is in every shard's metadata). A vocabulary
     the sample cannot fill, or one smaller than the characters it must cover, is the config's to fix: one line."""
@@ -168,6 +173,11 @@ def train_from_build(build_dir: Path, documents: StagePaths, settings: Tokenizer
     files = documents.parts()
     chosen, heldout = split_sample(candidates(files, seed), settings)
     lines = sample_lines(files, chosen)
+    if not lines:
+        raise EmptyCorpus(f"no document reached the tokenizer stage of {build_dir}: every one was dropped before it "
+                          f"(the funnel: factory stats --build {build_dir} \"SELECT stage, status, reason, count(*) "
+                          "FROM ledger GROUP BY ALL\"); loosen the filters, or name a trained model in "
+                          "tokenize.tokenizer.model")
     model = tokenizer_dir(build_dir) / MODEL_NAME
     train_sentencepiece(lines, model, settings)
     compression = bytes_per_token(model, files, heldout)

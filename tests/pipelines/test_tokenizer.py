@@ -50,3 +50,18 @@ def test_a_vocabulary_the_corpus_cannot_fill_is_a_config_error_naming_the_key(tm
     with pytest.raises(ConfigError, match=r"tokenize\.tokenizer\.vocab_size 300 does not fit this corpus: .*"
                        r"smaller than required_chars"):
         train_sentencepiece(lines, tmp_path / "m.model", TokenizerConfig(vocab_size=300, character_coverage=1.0))
+
+
+def test_a_build_that_kept_nothing_says_so_instead_of_failing_in_sentencepiece(tmp_path):
+    import pytest
+    from support.builds import write_stage_output
+
+    from datafactory.factory.config import parse_config
+    from datafactory.pipelines.registry import run_stage_named
+    from datafactory.pipelines.tokenizer import EmptyCorpus
+
+    write_stage_output("quality", tmp_path, [])
+    config = parse_config({"inputs": [{"path": "unused", "source": "web"}],
+                           "runner": {"direct_running_mode": "in_memory"}})
+    with pytest.raises(EmptyCorpus, match=r"no document reached the tokenizer stage .*SELECT stage, status, reason"):
+        run_stage_named("tokenizer", config, tmp_path)
