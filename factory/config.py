@@ -457,9 +457,12 @@ class TokenizeConfig(Strict):
 AUTO_IN_MEMORY_BYTES = 256 << 20
 
 
+BEAM_RUNNERS = ("FnApiRunner", "DirectRunner", "FlinkRunner", "SparkRunner", "DataflowRunner", "PortableRunner",
+                "PrismRunner")  # the names Beam resolves itself; any other runner by its class's dotted path
+
+
 class RunnerConfig(Strict):
-    runner: Literal["FnApiRunner", "DirectRunner", "DaskRunner", "FlinkRunner", "SparkRunner", "DataflowRunner",
-                    "PortableRunner", "PrismRunner"] = "FnApiRunner"
+    runner: str = "FnApiRunner"
     direct_num_workers: int = Field(2, ge=1)
     direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = Field(
         "auto", description="auto: in_memory for inputs up to auto_in_memory_bytes, else multi_processing"
@@ -468,6 +471,14 @@ class RunnerConfig(Strict):
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra Beam pipeline options, e.g. flink_master"
     )
+
+    @field_validator("runner")
+    @classmethod
+    def _known_runner(cls, runner: str) -> str:
+        if runner in BEAM_RUNNERS or re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", runner):
+            return runner
+        raise ValueError(f"unknown Beam runner {runner!r}: one of {', '.join(BEAM_RUNNERS)}, or a runner class's "
+                         "dotted path (e.g. apache_beam.runners.dask.dask_runner.DaskRunner)")
 
     def for_input(self, input_bytes: int) -> RunnerConfig:
         """The running mode "auto" settles to for this much input (the outputs are the same bytes either way)."""
