@@ -120,12 +120,14 @@ def run_build(config_path: Path, out: Path) -> None:
     quiet_libraries()
     server = connect_prefect()  # a server this starts comes up while the imports below run
     from datafactory.factory.config import load_config
+    from datafactory.flows.lock import DirLocked, check_unlocked
     from datafactory.pipelines.registry import preflight
 
     try:  # unknown keys, wrong types, missing inputs, model files or rule names: fail before any stage starts
         config = load_config(config_path)
         preflight(config, str(config_path))
-    except ConfigError as err:
+        check_unlocked(out)
+    except (ConfigError, DirLocked) as err:
         fail(str(err))
     if config.quality.uses_default_model:
         from datafactory.filters.quality_default import MODEL_DIR
@@ -133,7 +135,6 @@ def run_build(config_path: Path, out: Path) -> None:
         console.print(f"quality: the built-in default model (card: {MODEL_DIR / 'MODEL_CARD.md'})")
     from datafactory.app.report import write_report
     from datafactory.flows.build import build_corpus
-    from datafactory.flows.lock import DirLocked
 
     wait_for_prefect(server)
     try:

@@ -12,9 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from prefect import get_run_logger
-from prefect.runtime import flow_run
-
 from datafactory.factory.errors import UserError
 
 LOCK_NAME = ".lock"
@@ -58,6 +55,28 @@ def write_holder(fd: int, holder: dict) -> None:
     os.fsync(fd)
 
 
+def locked(directory: str | Path, fd: int) -> DirLocked:
+    return DirLocked(f"{Path(directory).resolve()} is being written by {describe(read_holder(fd) or {})}; wait for it "
+                     "to finish, or use another directory")
+
+
+def check_unlocked(directory: str | Path) -> None:
+    """Raise DirLocked at once when a live process holds DIR's lock: the CLI refuses a second build in a moment,
+    before it starts Prefect (the flow takes the lock itself, and holds it, when it runs)."""
+    path = Path(directory) / LOCK_NAME
+    if not path.is_file():
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise locked(directory, fd) from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def dir_lock(directory: str | Path, flow_run: str | None = None) -> Iterator[dict | None]:
     """Hold DIR/.lock while writing DIR; yields the record of a stale holder it replaced, if any.
@@ -73,11 +92,7 @@ def dir_lock(directory: str | Path, flow_run: str | None = None) -> Iterator[dic
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = read_holder(fd) or {}
-            raise DirLocked(
-                f"{Path(directory).resolve()} is being written by {describe(holder)}; wait for it to finish, "
-                "or use another directory"
-            ) from None
+            raise locked(directory, fd) from None
         stale = read_holder(fd)
         if stale:
             alive = stale.get("host") == socket.gethostname() and pid_alive(stale.get("pid") or -1)
@@ -96,6 +111,9 @@ def dir_lock(directory: str | Path, flow_run: str | None = None) -> Iterator[dic
 @contextlib.contextmanager
 def run_lock(directory: str | Path) -> Iterator[None]:
     """dir_lock for the current flow run: records its id, and reports a stale lock it took over in the run's log."""
+    from prefect import get_run_logger
+    from prefect.runtime import flow_run
+
     with dir_lock(directory, flow_run=flow_run.id) as stale:
         if stale:
             get_run_logger().warning("took over a stale lock on %s left by %s", Path(directory).resolve(),

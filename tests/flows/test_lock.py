@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from datafactory.flows.lock import LOCK_NAME, DirLocked, dir_lock
+from datafactory.flows.lock import LOCK_NAME, DirLocked, check_unlocked, dir_lock
 from datafactory.flows.retry import is_transient
 
 
@@ -18,6 +18,16 @@ def test_a_second_holder_of_the_same_directory_is_refused(tmp_path):
             with dir_lock(tmp_path):
                 pass
     with dir_lock(tmp_path) as stale:  # released on exit, and not mistaken for a stale lock
+        assert stale is None
+
+
+def test_a_held_lock_is_seen_without_taking_it(tmp_path):
+    check_unlocked(tmp_path / "never-built")  # no directory, no lock file: free
+    with dir_lock(tmp_path, flow_run="first-run"):
+        with pytest.raises(DirLocked, match=r"flow run first-run"):
+            check_unlocked(tmp_path)
+    check_unlocked(tmp_path)
+    with dir_lock(tmp_path) as stale:  # the check took nothing and left no record
         assert stale is None
 
 
