@@ -53,6 +53,12 @@ class RecordReader:
         }
 
     def document(self, record: object, location: str) -> dict:
+        try:
+            return self.checked_document(record, location)
+        except RecursionError:  # json.loads read it, but storing its meta as JSON again goes deeper than Python allows
+            return self.invalid(location, "record nested too deeply to store")
+
+    def checked_document(self, record: object, location: str) -> dict:
         if not isinstance(record, dict):
             return self.invalid(location, f"record is {type(record).__name__}, not an object")
         raw_id = record.get(self.spec.id_field)
