@@ -4,7 +4,6 @@ every layer below it; heavy layers are imported inside the commands that need th
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
@@ -26,7 +25,7 @@ from datafactory.factory.catalog import (
     training_suspects,
 )
 from datafactory.factory.config import ConfigError
-from datafactory.factory.errors import UserError
+from datafactory.factory.errors import UserError, environment_problem
 
 if TYPE_CHECKING:
     from datafactory.flows.server import BackgroundServer
@@ -647,10 +646,6 @@ def demo_train(out: Path, steps: int, seed: int) -> None:
     console.print(f"report: {write_report(out).resolve()}  (open it in a browser; works offline)")
 
 
-ENVIRONMENT_ERRORS = {errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
-                      errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
-
-
 def main() -> None:
     """The CLI, with a user's mistake (config, manifest, policy, ...) or a full, read-only or forbidden disk as one
     `error:` line; anything else is a bug and keeps its traceback."""
@@ -660,10 +655,9 @@ def main() -> None:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(2)
     except OSError as err:
-        if err.errno not in ENVIRONMENT_ERRORS:
+        if (problem := environment_problem(err)) is None:
             raise
-        where = f": {err.filename}" if err.filename else ""
-        console.print(f"[red]error:[/red] {ENVIRONMENT_ERRORS[err.errno]}{where}")
+        console.print(f"[red]error:[/red] {problem}")
         sys.exit(1)
 
 

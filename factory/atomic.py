@@ -27,6 +27,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)  # on disk before the rename, so even a machine crash leaves the old file or the whole new one
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # a write that fails (a full disk) names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from datafactory.factory.catalog import build_catalog
 from datafactory.factory.config import BuildConfig, load_config
+from datafactory.factory.errors import UserError, environment_problem, full_disk
 from datafactory.flows.artifacts import artifact_key, build_markdown, stage_markdown
 from datafactory.flows.lock import run_lock
 from datafactory.flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
@@ -90,12 +91,19 @@ def run_stages(config: BuildConfig, build_dir: Path) -> list[StageResult]:
                 except Exception as err:
                     console.print(f"[red]✗ {stage.name} failed[/red]; worker log: {log_path}")
                     run_log.error("%s %s failed (%s); worker log: %s", step, stage.name, type(err).__name__, log_path)
+                    if (problem := environment_problem(err) or full_disk(build_dir)) is not None:
+                        raise StageEnvironmentError(f"stage {stage.name}: {problem} (fix it and build again: "
+                                                    "finished stages are kept)") from err
                     raise
             line = f"{step} " + progress_line(result)
             console.print(line)
             run_log.info(Text.from_markup(line).plain)
             results.append(result)
     return results
+
+
+class StageEnvironmentError(UserError):
+    """A stage met a full, read-only or forbidden disk: the user's to fix, and no retry would."""
 
 
 @flow(name="build-corpus")

@@ -7,6 +7,8 @@ from typing import Any
 
 from prefect.tasks import exponential_backoff
 
+from datafactory.factory.errors import environment_problem
+
 RETRIES = 3
 RETRY_DELAYS = exponential_backoff(backoff_factor=10)  # 10 s, 20 s, 40 s
 RETRY_JITTER = 0.5  # spread retries of concurrent builds hitting the same flaky store
@@ -33,7 +35,9 @@ def exception_chain(exc: BaseException) -> list[BaseException]:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying; config errors, bad data and bugs fail at once."""
+    """True for errors worth retrying; config errors, bad data, a full or read-only disk and bugs fail at once."""
+    if environment_problem(exc) is not None:
+        return False
     for link in exception_chain(exc):
         if isinstance(link, TRANSIENT_TYPES):
             return True

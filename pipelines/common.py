@@ -30,6 +30,7 @@ from datafactory.factory.records import (
     ledger_row,
     stage_schema,
 )
+from datafactory.pipelines.watchdog import WATCHED_DISK, watched_workers
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +452,11 @@ def run_stage(job: StageRun, body: Callable[[], dict], extra_outputs: Callable[[
         return StageResult(job.stage, read_marker(paths.stage_dir)["counts"], True, 0.0)
     start = time.perf_counter()
     reset_paths(paths.stage_dir, paths.ledger_leftovers())
-    counts = body()
+    watching = WATCHED_DISK.set(job.build_dir)
+    try:
+        counts = body()
+    finally:
+        WATCHED_DISK.reset(watching)
     check_conservation(job.stage, counts, job.previous)
     outputs = paths.parts() + paths.ledger_parts() + extra_outputs()
     write_marker(job.build_dir, paths.stage_dir, job.stage, config_hash, job.input_hash, counts, outputs)
@@ -485,7 +490,9 @@ def run_beam(config: BuildConfig, build: Callable[[beam.Pipeline], None]) -> Non
     pipeline = beam.Pipeline(options=beam_options(config.runner))
     build(pipeline)
     join_branches(pipeline)
-    result = pipeline.run()
+    in_process_workers = config.runner.direct_running_mode == "multi_processing" and config.runner.local_workers
+    with watched_workers(bool(in_process_workers)):
+        result = pipeline.run()  # the in-process runner finishes the pipeline here
     try:
         result.wait_until_finish()
     finally:

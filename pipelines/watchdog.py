@@ -1,0 +1,86 @@
+"""Watches a pipeline on Beam's in-process runner with worker processes: when a worker dies mid-pipeline (the OOM
+killer) or the build's disk fills up (a worker's failure report can then be lost), the runner's driver would wait
+forever; the watchdog ends that wait with a PipelineStuck error in the main thread instead."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
+from pathlib import Path
+
+import psutil
+
+POLL_SECONDS = 1.0
+GRACE_SECONDS = 10.0  # a pipeline that finishes normally stops its workers and returns well within this
+FULL_BYTES = 1 << 20
+# The directory whose disk the running stage writes (set by pipelines.common.run_stage).
+WATCHED_DISK: ContextVar[Path | None] = ContextVar("watched_disk", default=None)
+
+
+class PipelineStuck(RuntimeError):
+    """A Beam worker process ended, or the build's disk filled up, while the pipeline still waited."""
+
+
+def worker_processes() -> dict[int, psutil.Process]:
+    """This process's Beam SDK worker processes, by pid."""
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if any("sdk_worker" in part for part in child.cmdline()):
+                found[child.pid] = child
+    return found
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def disk_full(directory: Path | None) -> bool:
+    try:
+        return directory is not None and shutil.disk_usage(directory).free < FULL_BYTES
+    except OSError:
+        return False
+
+
+def _raise_stuck(signum: int, frame: object) -> None:
+    raise PipelineStuck("a Beam worker process died, or the build's disk filled up, while the pipeline waited on it "
+                        "(the stage's worker log has the last words)")
+
+
+@contextlib.contextmanager
+def watched_workers(enabled: bool) -> Iterator[None]:
+    """Within this block (run in the main thread), a worker that disappears, or a full disk under WATCHED_DISK, not
+    followed by the pipeline's end within GRACE_SECONDS raises PipelineStuck in the main thread (SIGUSR1 sent to it
+    wakes it from the runner's wait)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    done = threading.Event()
+    main = threading.main_thread().ident
+    disk = WATCHED_DISK.get()
+    previous = signal.signal(signal.SIGUSR1, _raise_stuck)
+
+    def watch() -> None:
+        seen: dict[int, psutil.Process] = {}
+        while not done.wait(POLL_SECONDS):
+            seen |= worker_processes()
+            gone = [pid for pid, process in seen.items() if not alive(process)]
+            if (gone or disk_full(disk)) and not done.wait(GRACE_SECONDS):
+                signal.pthread_kill(main, signal.SIGUSR1)
+                return
+
+    watcher = threading.Thread(target=watch, name="beam-worker-watchdog", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        signal.signal(signal.SIGUSR1, previous)
