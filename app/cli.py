@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -648,7 +649,9 @@ def demo_train(out: Path, steps: int, seed: int) -> None:
 
 def main() -> None:
     """The CLI, with a user's mistake (config, manifest, policy, ...) or a full, read-only or forbidden disk as one
-    `error:` line; anything else is a bug and keeps its traceback."""
+    `error:` line; anything else is a bug and keeps its traceback. SIGTERM exits through Python's normal shutdown
+    (exit code 143), so what the command started (Prefect's temporary server, Beam workers) is stopped with it."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         app()
     except UserError as err:

@@ -1,5 +1,6 @@
 """A pipeline whose worker process dies, or whose build disk fills up, fails within seconds instead of waiting for
-ever; a full disk under a whole build is one error line naming the stage and the path, and the lock is released."""
+ever; a full disk under a whole build is one error line naming the stage and the path, and the lock is released;
+SIGTERM ends `factory build` and every process it started within seconds."""
 
 from __future__ import annotations
 
@@ -62,3 +63,32 @@ def test_a_build_on_a_full_disk_stops_with_one_line_naming_stage_path_and_cause(
     assert "Traceback" not in done.stdout
     lock = small_disk / "build" / ".lock"
     assert not lock.exists() or not lock.read_text()  # released: empty
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_build_and_everything_it_started_within_seconds(tmp_path):
+    import psutil
+
+    from datafactory.app.demo import write_demo_corpus
+
+    corpus = write_demo_corpus(tmp_path / "input", n_docs=600, seed=1)
+    config = corpus.root / "demo.yaml"
+    config.write_text(config.read_text() + "runner: {direct_running_mode: multi_processing}\n")
+    log = tmp_path / "build.log"
+    with log.open("w") as out:
+        build = subprocess.Popen([str(Path(sys.executable).parent / "factory"), "build", str(config), "--out",
+                                  str(tmp_path / "build")], stdout=out, stderr=subprocess.STDOUT,
+                                 env={**os.environ, "DATAFACTORY_PREFECT_SERVER": "ephemeral", "COLUMNS": "400"})
+        deadline = time.monotonic() + 300
+        while "(3/9)" not in log.read_text() and time.monotonic() < deadline and build.poll() is None:
+            time.sleep(0.5)
+        started = psutil.Process(build.pid).children(recursive=True)  # Prefect's server, Beam workers
+        assert started, log.read_text()[-2000:]
+        build.terminate()
+        stop = time.monotonic()
+        assert build.wait(timeout=60) == 143
+    assert time.monotonic() - stop < 30
+    psutil.wait_procs(started, timeout=10)
+    assert not [process for process in started if process.is_running()
+                and process.status() != psutil.STATUS_ZOMBIE], log.read_text()[-2000:]
+    assert not (tmp_path / "build" / ".lock").read_text()
