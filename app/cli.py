@@ -69,9 +69,10 @@ def quiet_libraries() -> None:
 
 def not_a_user_error(record: logging.LogRecord) -> bool:
     """Drop Prefect's "Encountered exception" record (and its traceback) when a flow or task fails on a user's
-    mistake: the CLI prints that error's one line itself, and the flow run's state in the UI keeps the message."""
+    mistake or a full, read-only or forbidden disk: the CLI prints that error's one line itself, and the flow run's
+    state in the UI keeps the message."""
     error = record.exc_info[1] if record.exc_info else None
-    return not isinstance(error, UserError)
+    return error is None or not (isinstance(error, UserError) or environment_problem(error))
 
 
 def connect_prefect() -> BackgroundServer | None:

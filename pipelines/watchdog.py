@@ -49,7 +49,30 @@ def disk_full(directory: Path | None) -> bool:
         return False
 
 
+def kill_workers() -> None:
+    """Beam's runner, ending a pipeline on an error, waits for its workers to exit; a worker that still waits for
+    work never does. Killed first, they leave the runner nothing to wait for."""
+    for process in worker_processes().values():
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def ending_workers_first(handler: object) -> object:
+    """A signal handler that kills the pipeline's workers, then does what ``handler`` did (Prefect's raises its
+    TerminationSignal, Python's default raises KeyboardInterrupt)."""
+    def handle(signum: int, frame: object) -> None:
+        kill_workers()
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    return handle
+
+
 def _raise_stuck(signum: int, frame: object) -> None:
+    kill_workers()
     raise PipelineStuck("a Beam worker process died, or the build's disk filled up, while the pipeline waited on it "
                         "(the stage's worker log has the last words)")
 
@@ -58,14 +81,18 @@ def _raise_stuck(signum: int, frame: object) -> None:
 def watched_workers(enabled: bool) -> Iterator[None]:
     """Within this block (run in the main thread), a worker that disappears, or a full disk under WATCHED_DISK, not
     followed by the pipeline's end within GRACE_SECONDS raises PipelineStuck in the main thread (SIGUSR1 sent to it
-    wakes it from the runner's wait)."""
+    wakes it from the runner's wait); SIGTERM and SIGINT kill the workers before their usual handler runs."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
     done = threading.Event()
     main = threading.main_thread().ident
     disk = WATCHED_DISK.get()
-    previous = signal.signal(signal.SIGUSR1, _raise_stuck)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGUSR1, _raise_stuck)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        if previous[signum] != signal.SIG_IGN:
+            signal.signal(signum, ending_workers_first(previous[signum]))
 
     def watch() -> None:
         seen: dict[int, psutil.Process] = {}
@@ -83,4 +110,5 @@ def watched_workers(enabled: bool) -> Iterator[None]:
     finally:
         done.set()
         watcher.join()
-        signal.signal(signal.SIGUSR1, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

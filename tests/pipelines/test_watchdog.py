@@ -92,3 +92,17 @@ def test_sigterm_ends_a_build_and_everything_it_started_within_seconds(tmp_path)
     assert not [process for process in started if process.is_running()
                 and process.status() != psutil.STATUS_ZOMBIE], log.read_text()[-2000:]
     assert not (tmp_path / "build" / ".lock").read_text()
+
+
+@pytest.mark.slow
+def test_a_build_into_a_read_only_directory_is_one_error_line(tmp_path, small_disk):
+    done = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot remount the tmpfs read-only: {done.stderr.decode().strip()}")
+    (tmp_path / "docs.jsonl").write_text('{"id": "a", "text": "some text to build"}\n')
+    (tmp_path / "build.yaml").write_text("inputs: [{path: docs.jsonl, source: web}]\n")
+    done = subprocess.run([str(Path(sys.executable).parent / "factory"), "build", str(tmp_path / "build.yaml"),
+                           "--out", str(small_disk / "build")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "DATAFACTORY_PREFECT_SERVER": "ephemeral", "COLUMNS": "400"})
+    said = done.stdout + done.stderr
+    assert done.returncode != 0 and "error: read-only file system" in said and "Traceback" not in said, said[-3000:]
