@@ -47,3 +47,30 @@ def test_build_on_dask_gives_the_in_process_bytes(small_corpus, scheduler, refer
     assert dropped.get("exact_duplicate") and dropped.get("near_duplicate")  # the planted duplicates, found on Dask
     plan_build(out)
     assert digest(out) == digest(reference_build)
+
+
+def test_substring_dedup_on_dask_finds_the_in_process_spans(scheduler, tmp_path):
+    """The repeated-span step's three shuffles (fingerprints, windows, claims) on the DaskRunner."""
+    import pyarrow.parquet as pq
+    from support.builds import run_dedup, write_stage_output
+    from support.planted_spans import planted_rows
+
+    from datafactory.factory.config import parse_config
+    from datafactory.pipelines.registry import run_stage_named
+
+    rows, _ = planted_rows()
+    for name in ("local", "dask"):
+        write_stage_output("heuristics", tmp_path / name, rows)
+    local = run_dedup(tmp_path / "local", substrings={"enabled": True})
+    runner = {"runner": DASK_RUNNER, "options": {"dask_client_address": scheduler, "dask_partition_size": 1},
+              "direct_running_mode": "in_memory"}  # settled: the rows are written here, not read from inputs
+    run_stage_named("dedup", parse_config({"inputs": [{"path": "unused", "source": "demo"}], "runner": runner,
+                                           "substrings": {"enabled": True}}), tmp_path / "dask")
+    on_dask = {row["doc_id"]: row for row in pq.read_table(tmp_path / "dask" / "stages" / "dedup").to_pylist()}
+    assert on_dask == local
+
+    def spans(name: str) -> list[dict]:
+        table = pq.read_table(tmp_path / name / "stages" / "dedup" / "_substrings").to_pylist()
+        return sorted(table, key=lambda span: (span["doc_id"], span["start"]))
+
+    assert spans("dask") == spans("local") and len(spans("local")) > 10
