@@ -104,14 +104,13 @@ def build_catalog(build_dir: str | Path) -> Path:
     return target
 
 
-def confined(con: duckdb.DuckDBPyConnection, build_dir: Path) -> duckdb.DuckDBPyConnection:
+def confine(con: duckdb.DuckDBPyConnection, build_dir: Path) -> None:
     """The connection may open files under the build directory only (the views read nothing else): no read_csv of
     /etc/passwd, no COPY TO elsewhere, no extension installs or network; the configuration is locked so SQL cannot
     undo it. COPY TO a path inside the build directory stays possible."""
     con.execute("SET allowed_directories = $directories", {"directories": [f"{build_dir.resolve()}/"]})
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
-    return con
 
 
 def query(build_dir: str | Path, sql: str, params: dict | None = None, unrestricted: bool = False
@@ -124,7 +123,7 @@ def query(build_dir: str | Path, sql: str, params: dict | None = None, unrestric
     settings = {} if unrestricted else {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     with duckdb.connect(str(path), read_only=True, config=settings) as con:
         if not unrestricted:
-            confined(con, Path(build_dir))
+            confine(con, Path(build_dir))
         result = con.execute(sql, params) if params else con.execute(sql)
         return [column[0] for column in result.description], result.fetchall()
 

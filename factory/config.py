@@ -659,7 +659,7 @@ def with_preset(data: dict, origin: str) -> dict:
     if name not in preset_names():
         raise ConfigError(f"invalid config {origin}:\n  preset: no preset {name!r}; the presets are "
                           f"{', '.join(preset_names())}")
-    preset = yaml.safe_load((PRESETS / f"{name}.yaml").read_text(encoding="utf-8"))
+    preset = read_yaml((PRESETS / f"{name}.yaml").read_text(encoding="utf-8"))
     return merge_mappings(preset, {key: value for key, value in data.items() if key != "preset"})
 
 

@@ -20,18 +20,24 @@ class UserError(Exception):
     """Base of every error whose message alone tells the user what to change."""
 
 
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """The error and every error it was raised from or during, outermost first."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
 def environment_problem(exc: BaseException) -> str | None:
     """"no space left on device: PATH" (or read-only, quota, permission) when the error or one it chains is that
     kind of OSError, also as the text of a worker's error; else None."""
-    seen: list[BaseException] = []
-    while exc is not None and exc not in seen:
-        seen.append(exc)
-        if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
-            return ENVIRONMENT_ERRNOS[exc.errno] + (f": {exc.filename}" if exc.filename else "")
-        for match in _ERRNO_TEXT.finditer(str(exc)):
+    for link in exception_chain(exc):
+        if isinstance(link, OSError) and link.errno in ENVIRONMENT_ERRNOS:
+            return ENVIRONMENT_ERRNOS[link.errno] + (f": {link.filename}" if link.filename else "")
+        for match in _ERRNO_TEXT.finditer(str(link)):
             if int(match[1]) in ENVIRONMENT_ERRNOS:
                 return ENVIRONMENT_ERRNOS[int(match[1])] + (f": {match[2]}" if match[2] else "")
-        exc = exc.__cause__ or exc.__context__
     return None
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect.tasks import exponential_backoff
 
-from datafactory.factory.errors import environment_problem
+from datafactory.factory.errors import environment_problem, exception_chain
 
 RETRIES = 3
 RETRY_DELAYS = exponential_backoff(backoff_factor=10)  # 10 s, 20 s, 40 s
@@ -24,14 +24,6 @@ PERMANENT_OS_ERRORS: tuple[type[BaseException], ...] = (
 )
 # Beam's multi-process runner re-raises a worker's error as a RuntimeError carrying only its text.
 TRANSIENT_NAMES = tuple(cls.__name__ for cls in (*TRANSIENT_TYPES, *ConnectionError.__subclasses__()))
-
-
-def exception_chain(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    while exc is not None and exc not in chain:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return chain
 
 
 def is_transient(exc: BaseException) -> bool:

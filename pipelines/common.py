@@ -490,8 +490,8 @@ def run_beam(config: BuildConfig, build: Callable[[beam.Pipeline], None]) -> Non
     pipeline = beam.Pipeline(options=beam_options(config.runner))
     build(pipeline)
     join_branches(pipeline)
-    in_process_workers = config.runner.direct_running_mode == "multi_processing" and config.runner.local_workers
-    with watched_workers(bool(in_process_workers)):
+    runner = config.runner
+    with watched_workers(runner.direct_running_mode == "multi_processing" and runner.local_workers is not None):
         result = pipeline.run()  # the in-process runner finishes the pipeline here
     try:
         result.wait_until_finish()

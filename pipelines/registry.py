@@ -167,14 +167,10 @@ def preflight(config: BuildConfig, origin: str = "config") -> BuildConfig:
 def fasttext_models(config: BuildConfig) -> dict[str, str]:
     """The config's models that fastText must load, by key: the langid model, and the quality models of that kind."""
     named = config.named_files()
-    models = {key: named[key] for key in ("langid.model",) if key in named}
-    if "quality.model" in named and scorer_kind(named["quality.model"]) == "fasttext":
-        models["quality.model"] = named["quality.model"]
-    for index, spec in enumerate(config.quality.scorers):
-        key = f"quality.scorers[{index}].model"
-        if key in named and scorer_kind(named[key], spec.kind) == "fasttext":
-            models[key] = named[key]
-    return models
+    kinds = {"langid.model": "fasttext", "quality.model": None}
+    kinds |= {f"quality.scorers[{index}].model": spec.kind for index, spec in enumerate(config.quality.scorers)}
+    return {key: named[key] for key, kind in kinds.items()
+            if key in named and scorer_kind(named[key], kind) == "fasttext"}
 
 
 def stage(name: str) -> Stage:

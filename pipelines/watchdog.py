@@ -5,7 +5,6 @@ forever; the watchdog ends that wait with a PipelineStuck error in the main thre
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -14,9 +13,10 @@ from pathlib import Path
 
 import psutil
 
+from datafactory.factory.errors import full_disk
+
 POLL_SECONDS = 1.0
 GRACE_SECONDS = 10.0  # a pipeline that finishes normally stops its workers and returns well within this
-FULL_BYTES = 1 << 20
 # The directory whose disk the running stage writes (set by pipelines.common.run_stage).
 WATCHED_DISK: ContextVar[Path | None] = ContextVar("watched_disk", default=None)
 
@@ -39,13 +39,6 @@ def alive(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
-        return False
-
-
-def disk_full(directory: Path | None) -> bool:
-    try:
-        return directory is not None and shutil.disk_usage(directory).free < FULL_BYTES
-    except OSError:
         return False
 
 
@@ -99,7 +92,7 @@ def watched_workers(enabled: bool) -> Iterator[None]:
         while not done.wait(POLL_SECONDS):
             seen |= worker_processes()
             gone = [pid for pid, process in seen.items() if not alive(process)]
-            if (gone or disk_full(disk)) and not done.wait(GRACE_SECONDS):
+            if (gone or disk is not None and full_disk(disk)) and not done.wait(GRACE_SECONDS):
                 signal.pthread_kill(main, signal.SIGUSR1)
                 return
 
