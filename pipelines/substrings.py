@@ -19,7 +19,7 @@ from datafactory.filters.dedup import survivor_rank
 from datafactory.filters.substrings import Span, Winnowing
 from datafactory.pipelines.common import iter_kept_batches, part_name, partition_of, write_parquet_atomic
 
-SPAN_FIELDS = [
+SPAN_SCHEMA = pa.schema([
     pa.field("doc_id", pa.string()),
     pa.field("source", pa.string()),
     pa.field("start", pa.int64()),  # character offsets in the text the dedup stage read (ingest's, unless rewritten)
@@ -29,8 +29,7 @@ SPAN_FIELDS = [
     pa.field("kept_in", pa.string()),  # the document whose copy stays
     pa.field("kept_start", pa.int64()),  # where that copy starts in kept_in's text
     pa.field("sample", pa.string()),  # the span's first 200 characters
-]
-SPAN_SCHEMA = pa.schema(SPAN_FIELDS)
+])
 SAMPLE_CHARS = 200
 SPANS_DIR = "_substrings"  # in the dedup stage directory, one file per part; "_": not rows of the stage itself
 
