@@ -203,6 +203,7 @@ def main() -> None:
     parser.add_argument("--peer", nargs=2, type=Path, metavar=("CORPUS", "WORK"), help=argparse.SUPPRESS)
     parser.add_argument("--skip-kernels", action="store_true", help="do not measure the kernel sum")
     parser.add_argument("--kernels-only", action="store_true", help="measure the kernel sum only, no builds")
+    parser.add_argument("--skip-peer", action="store_true", help="our build and the kernel sum only, no datatrove")
     from workspace import add_workspace_arguments, workspace
 
     add_workspace_arguments(parser)
@@ -218,7 +219,8 @@ def main() -> None:
         our_tokenizer = root / "tokenizer.model"
         train_our_tokenizer(corpus, our_tokenizer)
         print(f"input: {megabytes:.1f} MB in {TASKS} files; {os.cpu_count()} cores; load {os.getloadavg()}")
-        our_wall = None if args.kernels_only else compare(root, our_tokenizer, megabytes, args.peer_python)
+        peer_python = None if args.skip_peer else args.peer_python
+        our_wall = None if args.kernels_only else compare(root, our_tokenizer, megabytes, peer_python)
         if not args.skip_kernels:
             kernels = kernel_seconds(corpus, our_tokenizer)
             total = sum(kernels.values())
@@ -228,20 +230,25 @@ def main() -> None:
                 print(f"build speed / kernel-sum speed on 2 cores: {total / 2 / our_wall:.2f}")
 
 
-def compare(root: Path, our_tokenizer: Path, megabytes: float, peer_python: Path) -> float:
-    """Runs our build, then datatrove's pipeline, on `root/input`; prints the table; returns our wall seconds."""
+def compare(root: Path, our_tokenizer: Path, megabytes: float, peer_python: Path | None) -> float:
+    """Runs our build, then datatrove's pipeline (unless ``peer_python`` is None), on `root/input`; prints the table;
+    returns our wall seconds."""
     from scale import stage_seconds
 
     corpus, work = root / "input", root / "datatrove"
     work.mkdir(exist_ok=True)
     peer = [str(peer_python), __file__, "--peer", str(corpus), str(work)]
-    subprocess.run(peer, check=True)  # trains datatrove's tokenizer, not timed
+    if peer_python:
+        subprocess.run(peer, check=True)  # trains datatrove's tokenizer, not timed
     print(subprocess.run([sys.executable, "-m", "datafactory.app.cli", "server", "start"],
                          capture_output=True, text=True).stdout.strip(), flush=True)
     config = our_config(corpus, our_tokenizer)
     ours = timed_tree([sys.executable, "-m", "datafactory.app.cli", "build", str(config), "--out", str(root / "build")])
-    theirs = timed_tree(peer)
     print(f"ours: {stage_seconds(ours[2])}")
+    if not peer_python:
+        print(f"| datafactory build | {ours[0]:.1f} s | {megabytes / ours[0]:.2f} MB/s | {ours[1] / 2**30:.2f} GiB |")
+        return ours[0]
+    theirs = timed_tree(peer)
     print("datatrove: " + "; ".join(line.removeprefix("datatrove ") for line in theirs[2].splitlines()
                                     if line.startswith("datatrove ")))
     print("| pipeline | wall s | MB/s | peak tree RSS GiB |\n| --- | --- | --- | --- |")

@@ -451,10 +451,9 @@ class TokenizeConfig(Strict):
     tokenizer: TokenizerConfig = TokenizerConfig()
 
 
-# Up to this much input, "auto" runs every stage inside the build's own process: starting worker processes and
-# moving rows between them costs more than a second core saves (117 MB of web text: 56 s in process, 80 s in two
-# worker processes; see BENCHMARKS.md).
-AUTO_IN_MEMORY_BYTES = 256 << 20
+# Up to this much text read, "auto" runs a stage inside the build's own process: starting worker processes costs
+# 1.5-5 s a stage, which a second core wins back only on more text than this (BENCHMARKS.md, "Running mode").
+AUTO_IN_MEMORY_BYTES = 64 << 20
 
 
 BEAM_RUNNERS = ("FnApiRunner", "DirectRunner", "FlinkRunner", "SparkRunner", "DataflowRunner", "PortableRunner",
@@ -465,7 +464,8 @@ class RunnerConfig(Strict):
     runner: str = "FnApiRunner"
     direct_num_workers: int = Field(2, ge=1)
     direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = Field(
-        "auto", description="auto: in_memory for inputs up to auto_in_memory_bytes, else multi_processing"
+        "auto", description="auto: each stage in_memory when it reads up to auto_in_memory_bytes of text, else "
+        "multi_processing"
     )
     auto_in_memory_bytes: int = Field(AUTO_IN_MEMORY_BYTES, ge=0)
     options: dict[str, str | int | float | bool] = Field(

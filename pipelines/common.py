@@ -131,6 +131,23 @@ def output_schema(previous: StagePaths, added: list[pa.Field], consumed: tuple[s
     return schema.with_metadata({TEXT_FROM: text_source(first).encode()})
 
 
+def kept_text_bytes(paths: StagePaths) -> int:
+    """About how many bytes of text the documents a finished stage kept hold: the uncompressed size of the text
+    column of the parts that hold it, times the share of their documents the stage kept (Parquet metadata only)."""
+    parts = paths.parts()
+    if not parts:
+        return 0
+    text_bytes = rows = 0
+    for holder in sorted((paths.build_dir / "stages" / text_source(parts[0])).glob("part-*.parquet")):
+        metadata = pq.ParquetFile(holder).metadata
+        column = metadata.schema.to_arrow_schema().get_field_index("text")
+        rows += metadata.num_rows
+        text_bytes += sum(metadata.row_group(group).column(column).total_uncompressed_size
+                          for group in range(metadata.num_row_groups))
+    kept = ((read_marker(paths.stage_dir) or {}).get("counts") or {}).get("kept", rows)
+    return text_bytes * kept // max(rows, 1)
+
+
 class TextCursor:
     """The texts of one part's documents, read forward from the part that holds them: a later stage's part is a
     subsequence of it in the same (doc_id) order, so a merge join reads it once, a row group at a time."""

@@ -85,15 +85,25 @@ class Stage:
         blob = "\x00".join([*upstream, own(config, build_dir)])
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def text_bytes(self, config: BuildConfig, build_dir: Path) -> int:
+        """About how much text this stage reads: the input files' size for the first stage, else what its first
+        upstream stage kept (estimated from Parquet metadata, nothing read)."""
+        from datafactory.pipelines.common import StagePaths, kept_text_bytes
+
+        if not self.upstream:
+            return input_bytes(resolve_inputs(config))
+        return kept_text_bytes(StagePaths(build_dir, self.upstream[0]))
+
     def execute(self, config: BuildConfig, build_dir: Path) -> StageResult:
         """Run the stage (or skip it when done) with its input digest computed here, once. It reads the kept
-        documents of its first upstream stage. A config that did not pass `preflight` (a stage run on its own) has
-        its running mode settled here."""
+        documents of its first upstream stage. Running mode "auto" is settled here, per stage, by the text the stage
+        reads: the rules see a fifth of the input and dedup a tenth, and worker processes cost more than they save
+        on small inputs (BENCHMARKS.md, "Running mode")."""
         from datafactory.pipelines.common import StageRun
 
         reads = self.upstream[0] if self.upstream else None
         if config.runner.direct_running_mode == "auto":
-            config = settle_runner(config, resolve_inputs(config))
+            config = settle_runner(config, self.text_bytes(config, build_dir))
         run = self.run or self.implementation().run
         return run(StageRun(config, build_dir, self.name, reads, self.config_hash(config),
                             self.input_digest(config, build_dir)))
@@ -135,17 +145,16 @@ def stage_names(judging_only: bool = False) -> list[str]:
     return [stage.name for stage in STAGES if stage.judges or not judging_only]
 
 
-def settle_runner(config: BuildConfig, files: list[tuple[str, int]]) -> BuildConfig:
-    """The config with runner mode "auto" settled by the size of its input files."""
-    return config.model_copy(update={"runner": config.runner.for_input(input_bytes(files))})
+def settle_runner(config: BuildConfig, text_bytes: int) -> BuildConfig:
+    """The config with runner mode "auto" settled by how much text a stage reads."""
+    return config.model_copy(update={"runner": config.runner.for_input(text_bytes)})
 
 
 def preflight(config: BuildConfig, origin: str = "config") -> BuildConfig:
     """What a build checks before any stage runs, so a user's mistake is one located line, not a failed worker: the
     inputs, every file the config names, heuristics rule names, the eval sets, fastText models by their header, a
-    combiner's inner models. Returns the config to build with: its running mode settled once from the inputs found
-    here, so no stage globs them again."""
-    files = resolve_inputs(config)
+    combiner's inner models. Returns the config to build with."""
+    resolve_inputs(config)
     try:
         HeuristicFilter(config.heuristics)
     except ValueError as err:
@@ -161,7 +170,7 @@ def preflight(config: BuildConfig, origin: str = "config") -> BuildConfig:
         if missing := missing_inner_model(config.resolve_path(spec.model), spec.kind):
             raise ConfigError(f"invalid config {origin}:\n  quality.scorers ({spec.label}): the combiner "
                               f"{spec.model} lacks its inner model {missing}")
-    return settle_runner(config, files)
+    return config
 
 
 def fasttext_models(config: BuildConfig) -> dict[str, str]:

@@ -18,6 +18,7 @@ from datafactory.factory.catalog import query
 from datafactory.factory.config import load_config
 from datafactory.factory.markers import read_marker
 from datafactory.pipelines import ingest, registry
+from datafactory.pipelines.inputs import resolve_inputs
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("factory", "filters", "pipelines", "mixtures", "trainer", "flows", "app")
@@ -108,3 +109,19 @@ def test_auto_runs_small_inputs_in_process_and_large_ones_in_workers():
     assert auto.for_input(1000).direct_running_mode == "in_memory"
     assert auto.for_input(1001).direct_running_mode == "multi_processing"
     assert RunnerConfig(direct_running_mode="multi_threading").for_input(10).direct_running_mode == "multi_threading"
+
+
+def test_auto_is_settled_per_stage_by_the_text_it_reads(small_corpus, reference_build):
+    """A stage after the rules reads a fraction of the input: "auto" sizes each stage by what its upstream kept."""
+    import duckdb
+
+    stages = reference_build / "stages"
+    texts = duckdb.sql(f"SELECT sum(strlen(text)), count(*) FROM '{stages}/ingest/part-*.parquet'").fetchall()[0]
+    kept = {name: read_marker(stages / name)["counts"]["kept"] for name in ("ingest", "heuristics")}
+    config = load_config(small_corpus / "test.yaml")
+    read_by = {name: registry.stage(name).text_bytes(config, reference_build) for name in ("langid", "dedup")}
+    # an estimate from Parquet's uncompressed sizes: text + offsets, less what dictionary pages share
+    assert 0.8 * texts[0] <= read_by["langid"] <= texts[0] + 8 * texts[1]
+    assert read_by["dedup"] == read_by["langid"] * kept["heuristics"] // kept["ingest"]
+    assert registry.stage("ingest").text_bytes(config, reference_build) == sum(  # the first stage: the input files
+        Path(path).stat().st_size for path, _ in resolve_inputs(config))
