@@ -84,6 +84,7 @@ def refine_chinese(lang: str, text: str) -> str:
 CANTONESE_CHARS = frozenset("嘅咗喺冇佢哋啲嗰乜嘢嚟噉畀唔睇咩啱攞嘥")
 CANTONESE_MIN_SHARE = 0.01  # of the Han characters: one in a short sentence, dozens in a long page
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
+_CANTONESE = re.compile(f"[{''.join(sorted(CANTONESE_CHARS))}]")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
@@ -94,7 +95,7 @@ def chinese_variety(lang: str, sample: str, cantonese: bool) -> str:
     han = len(_HAN.findall(sample))
     if not han:
         return lang
-    markers = sum(char in CANTONESE_CHARS for char in sample)
+    markers = len(_CANTONESE.findall(sample))
     if cantonese and markers and markers >= CANTONESE_MIN_SHARE * han:
         return "yue"
     return "zh" if lang == "ja" else lang

@@ -6,6 +6,7 @@ traditional use (so 干/幹, 后/後, 云/雲 and glyph-variant pairs like 内/�
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 _PAIRS = (
@@ -51,11 +52,13 @@ TRADITIONAL_ONLY: frozenset[str] = frozenset(SIMPLIFIED_TO_TRADITIONAL.values())
 DOMINANCE = 0.8
 
 
+_SIMPLIFIED = re.compile(f"[{''.join(sorted(SIMPLIFIED_ONLY))}]")
+_TRADITIONAL = re.compile(f"[{''.join(sorted(TRADITIONAL_ONLY))}]")
+
+
 def script_counts(text: str) -> tuple[int, int]:
     """(simplified-only, traditional-only) character counts of ``text``."""
-    simplified = sum(ch in SIMPLIFIED_ONLY for ch in text)
-    traditional = sum(ch in TRADITIONAL_ONLY for ch in text)
-    return simplified, traditional
+    return len(_SIMPLIFIED.findall(text)), len(_TRADITIONAL.findall(text))
 
 
 def chinese_script(text: str) -> Literal["Hans", "Hant"] | None:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from datafactory.factory.atomic import atomic_path
 from datafactory.factory.config import (
     BuildConfig,
     ConfigError,
@@ -237,10 +238,14 @@ class BucketPart(beam.DoFn):
         self.cuts = cuts
 
     def process(self, path: str) -> Iterable[None]:
-        table = pq.read_table(path)
-        rows = table.select(["lang", "quality_score"]).to_pylist()
-        buckets = pa.array([assign_bucket(row, self.cuts)["bucket"] for row in rows], pa.string())
-        write_parquet_atomic(table.set_column(table.schema.get_field_index("bucket"), "bucket", buckets), Path(path))
+        parquet = pq.ParquetFile(path)
+        column = parquet.schema_arrow.get_field_index("bucket")
+        with atomic_path(Path(path)) as tmp, pq.ParquetWriter(tmp, parquet.schema_arrow, compression="zstd") as out:
+            for group in range(parquet.num_row_groups):  # a row group at a time: a part may hold the text
+                table = parquet.read_row_group(group)
+                rows = table.select(["lang", "quality_score"]).to_pylist()
+                buckets = pa.array([assign_bucket(row, self.cuts)["bucket"] for row in rows], pa.string())
+                out.write_table(table.set_column(column, "bucket", buckets))
         return []
 
 

@@ -88,11 +88,11 @@ class Stage:
     def text_bytes(self, config: BuildConfig, build_dir: Path) -> int:
         """About how much text this stage reads: the input files' size for the first stage, else what its first
         upstream stage kept (estimated from Parquet metadata, nothing read)."""
-        from datafactory.pipelines.common import StagePaths, kept_text_bytes
+        from datafactory.pipelines.common import StagePaths, kept_text
 
         if not self.upstream:
             return input_bytes(resolve_inputs(config))
-        return kept_text_bytes(StagePaths(build_dir, self.upstream[0]))
+        return kept_text(StagePaths(build_dir, self.upstream[0])).text_bytes
 
     def execute(self, config: BuildConfig, build_dir: Path) -> StageResult:
         """Run the stage (or skip it when done) with its input digest computed here, once. It reads the kept

@@ -1,13 +1,17 @@
 """The text is written once: ingest stores it, later stages store what they add and name where the text is; a stage
-that rewrites the text (heuristics with c4_remove_lines) stores it again and becomes the source after it."""
+that rewrites the text (heuristics with c4_remove_lines), or reads a small share of the documents whose text its
+source holds, stores it again and becomes the source after it."""
 
 from __future__ import annotations
 
 import pyarrow.parquet as pq
 import yaml
-from support.builds import copy_build, run_all_stages
+from support.builds import IN_MEMORY, copy_build, run_all_stages, write_config
 
-from datafactory.pipelines.common import kept_rows, text_source
+from datafactory.factory.config import load_config
+from datafactory.factory.markers import read_marker
+from datafactory.pipelines.common import COMPACT_BELOW, kept_rows, text_source
+from datafactory.pipelines.registry import run_stage_named
 
 
 def part(build, stage):
@@ -34,3 +38,20 @@ def test_a_stage_that_rewrites_the_text_becomes_its_source(small_corpus, referen
     ingest = {row["doc_id"]: row["text"] for row in kept_rows(str(part(out, "ingest"))).to_pylist()}
     cleaned = {row["doc_id"]: row["text"] for row in kept_rows(str(part(out, "quality"))).to_pylist()}
     assert any(cleaned[doc_id] != ingest[doc_id] for doc_id in cleaned)  # C4's cleaned text reached quality
+
+
+def test_a_stage_reading_a_small_share_of_its_source_stores_their_text(small_corpus, reference_build, tmp_path):
+    """Language ID keeps German only: the signals stage stores the survivors' text, so the stages after it read a
+    fraction of the corpus instead of scanning every document's text again."""
+    out = copy_build(reference_build, tmp_path / "build")
+    config = load_config(write_config(small_corpus, "german.yaml", IN_MEMORY, langid={"allow": ["de"]}))
+    for name in ("langid", "signals", "heuristics"):
+        run_stage_named(name, config, out)
+    kept = {name: read_marker(out / "stages" / name)["counts"]["kept"] for name in ("ingest", "langid")}
+    assert 0 < kept["langid"] < COMPACT_BELOW * kept["ingest"]
+    assert "text" not in pq.read_schema(part(out, "langid")).names
+    assert "text" in pq.read_schema(part(out, "signals")).names
+    assert text_source(part(out, "heuristics")) == "signals"
+    ingest = {row["doc_id"]: row["text"] for row in kept_rows(str(part(out, "ingest"))).to_pylist()}
+    german = kept_rows(str(part(out, "heuristics"))).to_pylist()
+    assert german and all(row["text"] == ingest[row["doc_id"]] for row in german)
