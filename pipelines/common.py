@@ -209,12 +209,15 @@ class TextCursor:
         self.ids, self.texts, self.position = batch.column(0).to_pylist(), batch.column(1), 0
 
 
-def iter_kept_tables(part: Path, size: int) -> Iterator[pa.Table]:
-    """The rows one part kept, ``size`` at a time in file order, without decision columns, with their text, as Arrow
-    tables: the memory held is a batch (and a row group of the text's part), not the part."""
+def iter_kept_tables(part: Path, size: int, with_text: bool = True) -> Iterator[pa.Table]:
+    """The rows one part kept, ``size`` at a time in file order, without decision columns, with their text (unless
+    ``with_text`` is False and the part does not hold it), as Arrow tables: the memory held is a batch (and a row
+    group of the text's part), not the part."""
     parquet = pq.ParquetFile(part)
     schema = parquet.schema_arrow
-    texts = None if "text" in schema.names else TextCursor(part.parent.parent / text_source(part, schema) / part.name)
+    texts = None
+    if with_text and "text" not in schema.names:
+        texts = TextCursor(part.parent.parent / text_source(part, schema) / part.name)
     for batch in parquet.iter_batches(batch_size=size):
         kept = pa.Table.from_batches([batch]).filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS))
         if not kept.num_rows:
@@ -231,9 +234,9 @@ def iter_kept_schema(part: Path) -> pa.Schema:
     return kept if "text" in kept.names else kept.append(pa.field("text", pa.string()))
 
 
-def iter_kept_batches(part: Path, size: int) -> Iterator[list[dict]]:
+def iter_kept_batches(part: Path, size: int, with_text: bool = True) -> Iterator[list[dict]]:
     """iter_kept_tables as lists of row dicts (what the per-document judges take)."""
-    for table in iter_kept_tables(part, size):
+    for table in iter_kept_tables(part, size, with_text):
         yield table.to_pylist()
 
 
@@ -547,6 +550,8 @@ class AnnotateBatch:
     """Base for per-document stages: loads its model once per worker (setup), then judges documents a batch at a
     time (annotate: the rows, updated in place, in their order)."""
 
+    reads_text = True  # False: annotate needs only the upstream columns, so the text is not read unless stored
+
     def setup(self) -> None:
         return None
 
@@ -566,7 +571,9 @@ class MapParts(beam.DoFn):
         self.annotator.setup()
 
     def process(self, upstream_part: str) -> Iterable[str]:
-        batches = (self.annotator.annotate(rows) for rows in iter_kept_batches(Path(upstream_part), self.batch_size))
+        with_text = self.annotator.reads_text or "text" in self.schema.names
+        rows = iter_kept_batches(Path(upstream_part), self.batch_size, with_text)
+        batches = (self.annotator.annotate(batch) for batch in rows)
         write_part(self.paths, Path(upstream_part).name, self.schema, DROPPED, batches)
         yield upstream_part
 

@@ -17,6 +17,8 @@ ADDS = DECISION_COLUMNS  # (and the text, with heuristics.c4_remove_lines)
 
 
 class ApplyThresholds(RuleSetBatch):
+    reads_text = False  # judges stored signals; the text is read only where this stage stores it
+
     def annotate(self, rows: list[dict]) -> list[dict]:
         for row in rows:
             measured = Measurement(dict(row["signals"]), row["rules_lang"], row.pop("cleaned_text"))

@@ -60,6 +60,7 @@ class Stage:
     judges: bool = True  # decides keep / drop per document (a step of the report's funnel)
     settings: Settings | None = None  # what of the config its output depends on; default: its own section
     module: str | None = None
+    light: bool = False  # little work per document: runs in process under running mode "auto", whatever its size
 
     def implementation(self) -> ModuleType:
         return importlib.import_module(self.module or f"datafactory.pipelines.{self.name}")
@@ -86,10 +87,13 @@ class Stage:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def text_bytes(self, config: BuildConfig, build_dir: Path) -> int:
-        """About how much text this stage reads: the input files' size for the first stage, else what its first
-        upstream stage kept (estimated from Parquet metadata, nothing read)."""
+        """About how much text this stage reads, as its running mode counts it: the input files' size for the first
+        stage, else what its first upstream stage kept (estimated from Parquet metadata, nothing read); none for a
+        light stage."""
         from datafactory.pipelines.common import StagePaths, kept_text
 
+        if self.light:
+            return 0
         if not self.upstream:
             return input_bytes(resolve_inputs(config))
         return kept_text(StagePaths(build_dir, self.upstream[0])).text_bytes
@@ -122,7 +126,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("heuristics", ("signals",),
           summary="keep or drop on the measured signals against the configured thresholds (cheap to re-run); "
           "with heuristics.c4_remove_lines a kept document's text becomes C4's cleaned text",
-          settings=lambda config: config.heuristics.threshold_settings()),
+          settings=lambda config: config.heuristics.threshold_settings(), light=True),
     Stage("dedup", ("heuristics",),
           summary="exact and MinHash near-duplicate clusters; all but one document per cluster are `duplicate`; "
           "with substrings.enabled, spans repeated across survivors keep only their first copy",

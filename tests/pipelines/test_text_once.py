@@ -12,6 +12,7 @@ from datafactory.factory.config import load_config
 from datafactory.factory.markers import read_marker
 from datafactory.pipelines.common import COMPACT_BELOW, kept_rows, text_source
 from datafactory.pipelines.registry import run_stage_named
+from datafactory.pipelines.registry import stage as registry_stage
 
 
 def part(build, stage):
@@ -55,3 +56,19 @@ def test_a_stage_reading_a_small_share_of_its_source_stores_their_text(small_cor
     ingest = {row["doc_id"]: row["text"] for row in kept_rows(str(part(out, "ingest"))).to_pylist()}
     german = kept_rows(str(part(out, "heuristics"))).to_pylist()
     assert german and all(row["text"] == ingest[row["doc_id"]] for row in german)
+
+
+def test_the_thresholds_are_applied_without_reading_the_text(small_corpus, reference_build, tmp_path, monkeypatch):
+    """heuristics judges the stored signals: a rerun reads no text (and is a light stage: in process under "auto")."""
+    out = copy_build(reference_build, tmp_path / "build")
+    (out / "stages" / "heuristics" / "_SUCCESS.json").unlink()
+
+    def no_text(*args, **kwargs):
+        raise AssertionError("heuristics read the text")
+
+    monkeypatch.setattr("datafactory.pipelines.common.TextCursor", no_text)
+    config = load_config(small_corpus / "test.yaml")
+    assert registry_stage("heuristics").text_bytes(config, out) == 0
+    run_stage_named("heuristics", config, out)
+    for built in sorted((reference_build / "stages" / "heuristics").glob("part-*.parquet")):
+        assert (out / "stages" / "heuristics" / built.name).read_bytes() == built.read_bytes()
