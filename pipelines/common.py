@@ -68,9 +68,10 @@ def part_name(prefix: str, index: int, total: int) -> str:
     return f"{prefix}part-{index:05d}-of-{total:05d}.parquet"
 
 
-def write_parquet_atomic(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
+def write_parquet_atomic(table: pa.Table, path: Path, row_group_size: int | None = None,
+                         compression: str = "zstd") -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+        pq.write_table(table, tmp, compression=compression, row_group_size=row_group_size)
 
 
 @dataclass(frozen=True)
@@ -244,8 +245,10 @@ RUN_ROWS = 256  # rows per row group of a spilled run: what a merge holds of eac
 
 
 def write_run(rows: list[dict], order: Callable[[dict], object], schema: pa.Schema, path: Path) -> str:
-    """Spill ``rows`` sorted by ``order`` (a run, for merge_runs); returns its path."""
-    write_parquet_atomic(pa.Table.from_pylist(sorted(rows, key=order), schema=schema), path, row_group_size=RUN_ROWS)
+    """Spill ``rows`` sorted by ``order`` (a run, for merge_runs); returns its path. LZ4: a run is read once, and
+    decompresses at 2.5x zstd's speed (ingest's runs are the whole text) for twice the temporary bytes."""
+    table = pa.Table.from_pylist(sorted(rows, key=order), schema=schema)
+    write_parquet_atomic(table, path, row_group_size=RUN_ROWS, compression="lz4")
     return str(path)
 
 
@@ -280,7 +283,7 @@ def _merge_into_run(paths: list[str], order: Callable[[dict], object], level: in
     first = Path(paths[0])
     target = first.with_name(f"{first.stem}.merged-{level}-{number}.parquet")
     schema = pq.read_schema(first)
-    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="lz4") as writer:
         batch: list[dict] = []
         for row in _merge(paths, order):
             batch.append(row)
