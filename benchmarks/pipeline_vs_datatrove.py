@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -106,13 +107,15 @@ def run_datatrove(corpus: Path, work: Path, tokenizer: Path) -> None:
                                              save_filename="web")], 1)
 
 
-def peer_main(corpus: Path, work: Path) -> None:
+def peer_main(corpus: Path, work: Path, train_only: bool) -> None:
+    """With ``train_only``: its tokenizer, where none is there yet (not timed); else the timed pipeline."""
     from filters_vs_datatrove import install_lid_model
 
     install_lid_model()
     tokenizer = work / "tokenizer.json"
-    if not tokenizer.exists():
-        train_hf_tokenizer(corpus, tokenizer)
+    if train_only:
+        if not tokenizer.exists():
+            train_hf_tokenizer(corpus, tokenizer)
         return
     run_datatrove(corpus, work, tokenizer)
 
@@ -201,6 +204,7 @@ def main() -> None:
     parser.add_argument("--size", type=float, default=500, help="input size in MB")
     parser.add_argument("--peer-python", type=Path, default=ROOT / ".venv-bench" / "bin" / "python")
     parser.add_argument("--peer", nargs=2, type=Path, metavar=("CORPUS", "WORK"), help=argparse.SUPPRESS)
+    parser.add_argument("--peer-train-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--skip-kernels", action="store_true", help="do not measure the kernel sum")
     parser.add_argument("--kernels-only", action="store_true", help="measure the kernel sum only, no builds")
     parser.add_argument("--skip-peer", action="store_true", help="our build and the kernel sum only, no datatrove")
@@ -209,7 +213,7 @@ def main() -> None:
     add_workspace_arguments(parser)
     args = parser.parse_args()
     if args.peer:
-        peer_main(*args.peer)
+        peer_main(*args.peer, args.peer_train_only)
         return
     from scale import load_records, write_corpus
 
@@ -230,6 +234,14 @@ def main() -> None:
                 print(f"build speed / kernel-sum speed on 2 cores: {total / 2 / our_wall:.2f}")
 
 
+def fresh(build: Path, peer_work: Path) -> None:
+    """No earlier run's outputs: our build directory and datatrove's, but for its trained tokenizer."""
+    shutil.rmtree(build, ignore_errors=True)
+    for path in peer_work.iterdir():
+        if path.name != "tokenizer.json":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def compare(root: Path, our_tokenizer: Path, megabytes: float, peer_python: Path | None) -> float:
     """Runs our build, then datatrove's pipeline (unless ``peer_python`` is None), on `root/input`; prints the table;
     returns our wall seconds."""
@@ -239,10 +251,11 @@ def compare(root: Path, our_tokenizer: Path, megabytes: float, peer_python: Path
     work.mkdir(exist_ok=True)
     peer = [str(peer_python), __file__, "--peer", str(corpus), str(work)]
     if peer_python:
-        subprocess.run(peer, check=True)  # trains datatrove's tokenizer, not timed
+        subprocess.run([*peer, "--peer-train-only"], check=True)  # datatrove's tokenizer, not timed
     print(subprocess.run([sys.executable, "-m", "datafactory.app.cli", "server", "start"],
                          capture_output=True, text=True).stdout.strip(), flush=True)
     config = our_config(corpus, our_tokenizer)
+    fresh(root / "build", work)  # a kept workspace (--keep) would otherwise time skipped stages and tasks
     ours = timed_tree([sys.executable, "-m", "datafactory.app.cli", "build", str(config), "--out", str(root / "build")])
     print(f"ours: {stage_seconds(ours[2])}")
     if not peer_python:
