@@ -166,7 +166,8 @@ def kept_text(paths: StagePaths) -> KeptText:
     rows = text_bytes = 0
     for holder in sorted((paths.build_dir / "stages" / text_source(parts[0])).glob("part-*.parquet")):
         metadata = pq.ParquetFile(holder).metadata
-        column = metadata.schema.to_arrow_schema().get_field_index("text")
+        # a Parquet leaf column, not an Arrow field: a map or list column before it counts as two or more
+        column = next(index for index in range(metadata.num_columns) if metadata.schema.column(index).path == "text")
         rows += metadata.num_rows
         text_bytes += sum(metadata.row_group(group).column(column).total_uncompressed_size
                           for group in range(metadata.num_row_groups))

@@ -26,6 +26,11 @@ if TYPE_CHECKING:  # the stage modules (Beam, numba, fastText) load when a stage
 Run = Callable[["StageRun"], "StageResult"]
 OwnInputs = Callable[[BuildConfig, Path], str]
 Settings = Callable[[BuildConfig], object]
+Light = Callable[[BuildConfig], bool]
+
+
+def always(config: BuildConfig) -> bool:
+    return True
 
 
 def section_named_after(name: str) -> Settings:
@@ -60,7 +65,8 @@ class Stage:
     judges: bool = True  # decides keep / drop per document (a step of the report's funnel)
     settings: Settings | None = None  # what of the config its output depends on; default: its own section
     module: str | None = None
-    light: bool = False  # little work per document: runs in process under running mode "auto", whatever its size
+    light: Light | None = None  # whether, under a config, it does little work per document: then it runs in process
+    # under running mode "auto", whatever its size (worker start-up would cost more than a second core saves)
 
     def implementation(self) -> ModuleType:
         return importlib.import_module(self.module or f"datafactory.pipelines.{self.name}")
@@ -92,7 +98,7 @@ class Stage:
         light stage."""
         from datafactory.pipelines.common import StagePaths, kept_text
 
-        if self.light:
+        if self.light is not None and self.light(config):
             return 0
         if not self.upstream:
             return input_bytes(resolve_inputs(config))
@@ -126,14 +132,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("heuristics", ("signals",),
           summary="keep or drop on the measured signals against the configured thresholds (cheap to re-run); "
           "with heuristics.c4_remove_lines a kept document's text becomes C4's cleaned text",
-          settings=lambda config: config.heuristics.threshold_settings(), light=True),
+          settings=lambda config: config.heuristics.threshold_settings(), light=always),
     Stage("dedup", ("heuristics",),
           summary="exact and MinHash near-duplicate clusters; all but one document per cluster are `duplicate`; "
           "with substrings.enabled, spans repeated across survivors keep only their first copy",
           settings=lambda config: {"dedup": config.dedup.model_dump(), "substrings": config.substrings.model_dump()}),
     Stage("decontaminate", ("dedup",),
           summary="documents holding an evaluation item (decontaminate.eval_sets) are `contaminated`: dropped, or "
-          "cut out in remove_span mode"),
+          "cut out in remove_span mode", light=lambda config: not config.decontaminate.eval_sets),
     Stage("quality", ("decontaminate",),
           summary="quality score per document and a per-language bucket (low / mid / high)"),
     Stage("tokenizer", ("quality",), own_inputs=files_named_under("tokenize.tokenizer."),
