@@ -103,7 +103,10 @@ def half_split(rows: list[dict]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         plain = train_classifier(examples, Path(tmp) / "plain.bin", word_ngrams=1)
         train_quality_model(examples, Path(tmp) / "q.combiner", "combiner", heldout_fraction=0.1)
+        train_quality_model(examples, Path(tmp) / "q.fasttext", "fasttext", heldout_fraction=0.1)
         scores = {"plain fastText (unigrams)": np.array(load_scorer(plain).score(texts)),
+                  "`factory quality train` (default kind: fastText, bigrams)":
+                      np.array(load_scorer(Path(tmp) / "q.fasttext").score(texts)),
                   "combiner, trained on the half": np.array(load_scorer(Path(tmp) / "q.combiner").score(texts)),
                   "built-in default model": np.array(load_scorer(DEFAULT_MODEL).score(texts))}
     print(f"trained on {len(train)} documents; judged on the {len(test)} of the other half that survive the rules "
