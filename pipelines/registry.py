@@ -30,6 +30,7 @@ Light = Callable[[BuildConfig], bool]
 
 
 def always(config: BuildConfig) -> bool:
+    """A Light predicate: the stage is light under every config."""
     return True
 
 
@@ -65,8 +66,9 @@ class Stage:
     judges: bool = True  # decides keep / drop per document (a step of the report's funnel)
     settings: Settings | None = None  # what of the config its output depends on; default: its own section
     module: str | None = None
-    light: Light | None = None  # whether, under a config, it does little work per document: then it runs in process
-    # under running mode "auto", whatever its size (worker start-up would cost more than a second core saves)
+    # whether, under a config, it does little work per document: then running mode "auto" keeps it in process,
+    # whatever its size (worker start-up would cost more than a second core saves)
+    light: Light | None = None
 
     def implementation(self) -> ModuleType:
         return importlib.import_module(self.module or f"datafactory.pipelines.{self.name}")
