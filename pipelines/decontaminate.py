@@ -10,7 +10,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from datafactory.factory.config import BuildConfig, DecontaminateConfig
-from datafactory.filters.decontam import CONTAMINATED, ContaminationIndex, Decontaminator, index_address
+from datafactory.filters.decontam import (
+    CLEAN,
+    CONTAMINATED,
+    ContaminationIndex,
+    Decontaminator,
+    Verdict,
+    index_address,
+)
 from datafactory.filters.eval_sets import read_eval_sets
 from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, added_names, run_document_stage
 from datafactory.pipelines.inputs import named_files_digest
@@ -41,6 +48,7 @@ def index_directory(config: BuildConfig, build_dir: Path) -> Path:
 class Decontaminate(AnnotateBatch):
     def __init__(self, index: Path, config: DecontaminateConfig) -> None:
         self.index_path, self.config = index, config
+        self.reads_text = bool(config.eval_sets)  # with no eval set every document is clean: no text to read
 
     def setup(self) -> None:
         index = ContaminationIndex.load(self.index_path)
@@ -48,7 +56,10 @@ class Decontaminate(AnnotateBatch):
         self.decontaminator = Decontaminator(index, self.config)
 
     def annotate(self, rows: list[dict]) -> list[dict]:
-        for row, verdict in zip(rows, self.decontaminator.verdicts([row["text"] for row in rows]), strict=True):
+        texts = [row.get("text") for row in rows]
+        verdicts = self.decontaminator.verdicts(texts) if self.reads_text else [Verdict(CLEAN, True, text)
+                                                                                for text in texts]
+        for row, verdict in zip(rows, verdicts, strict=True):
             finding = verdict.finding
             item = self.items[finding.item] if finding.item is not None else {"eval_set": None, "item_id": None}
             row.update(contaminated=finding.contaminated, score=finding.score, removed_chars=verdict.removed_chars,

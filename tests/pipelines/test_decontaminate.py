@@ -184,3 +184,28 @@ def test_the_demo_build_drops_its_planted_quiz_pages(reference_build, small_corp
 def stage_rows_of_view(build: Path) -> dict[str, dict]:
     columns, rows = query(build, "SELECT doc_id, contaminated, item_id, keep FROM decontaminate")
     return {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
+
+
+def test_without_eval_sets_every_document_is_clean_and_no_text_is_read(small_corpus, reference_build, tmp_path,
+                                                                          monkeypatch):
+    """No eval set: the stage keeps everyone with the decontaminator's clean verdict, without reading any text."""
+    import yaml
+    from support.builds import copy_build
+
+    from datafactory.factory.config import load_config
+
+    out = copy_build(reference_build, tmp_path / "build")
+    (out / "stages" / "decontaminate" / "_SUCCESS.json").unlink()
+    config = yaml.safe_load((small_corpus / "test.yaml").read_text()) | {"decontaminate": {}}
+    path = small_corpus / "no_eval_sets.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def no_text(*args, **kwargs):
+        raise AssertionError("the text was read")
+
+    monkeypatch.setattr("datafactory.pipelines.common.TextCursor", no_text)
+    result = run_stage_named("decontaminate", load_config(path), out)
+    assert result.counts["kept"] == result.counts["documents"] > 0
+    rows = pq.read_table(out / "stages" / "decontaminate",
+                         columns=["contaminated", "eval_set", "item_id", "score", "removed_chars"]).to_pylist()
+    assert {tuple(row.values()) for row in rows} == {(False, None, None, 0.0, 0)}
