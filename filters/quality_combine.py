@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import xxhash
 from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.config import HeuristicsConfig, LangidConfig
@@ -95,6 +93,9 @@ def fit_combiner(examples: list[tuple[str, str]], out: Path, seed: int, fit: Fit
                  compact: bool = False) -> dict:
     """Train the inner models and the combination at `out`; returns the sidecar facts (kind, feature weights).
     `compact` inner models are small enough to ship with the package (the default model's)."""
+    from sklearn.linear_model import LogisticRegression  # only training needs sklearn (~1 s to import): scoring
+    from sklearn.preprocessing import StandardScaler  # is numpy, so a build never loads it
+
     texts = [text for text, _ in examples]
     labels = np.array([label == HQ for _, label in examples])
     if labels.all() or not labels.any():

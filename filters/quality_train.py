@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import xxhash
 import zstandard
-from sklearn.metrics import roc_auc_score
 
 from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.errors import UserError
@@ -93,6 +92,8 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """Probability that a random positive outscores a random negative (ties count half); NaN for one class."""
     if positive.all() or not positive.any():
         return float("nan")
+    from sklearn.metrics import roc_auc_score  # here, not at the top: importing sklearn costs every build ~1 s
+
     return float(roc_auc_score(positive, scores))
 
 
