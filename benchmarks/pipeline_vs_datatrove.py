@@ -238,8 +238,10 @@ def fresh(build: Path, peer_work: Path) -> None:
     """No earlier run's outputs: our build directory and datatrove's, but for its trained tokenizer."""
     shutil.rmtree(build, ignore_errors=True)
     for path in peer_work.iterdir():
-        if path.name != "tokenizer.json":
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.name != "tokenizer.json":
+            path.unlink()
 
 
 def compare(root: Path, our_tokenizer: Path, megabytes: float, peer_python: Path | None) -> float:

@@ -235,7 +235,15 @@ class Decontaminator:
     def __init__(self, index: ContaminationIndex, config: DecontaminateConfig) -> None:
         self.index, self.config = index, config
 
-    def verdicts(self, texts: list[str]) -> list[Verdict]:
+    @property
+    def needs_text(self) -> bool:
+        """False for an index of no items: every document is clean whatever it says, so no text need be read."""
+        return self.index.items.num_rows > 0
+
+    def verdicts(self, texts: list[str | None]) -> list[Verdict]:
+        """One verdict per text; texts may be None (unread) when the index needs none."""
+        if not self.needs_text:
+            return [Verdict(CLEAN, True, text) for text in texts]
         return [self._verdict(text, finding) for text, finding in zip(texts, self.findings(texts), strict=True)]
 
     def _verdict(self, text: str, finding: Finding) -> Verdict:

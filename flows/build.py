@@ -111,7 +111,7 @@ def build_corpus(config_path: str, out_dir: str) -> list[StageResult]:
     """Build a corpus from a YAML config into out_dir: stages, then the DuckDB catalog (the HTML report is the
     app layer's: `factory build` writes it after this flow)."""
     config = load_config(config_path)
-    config = registry.preflight(config, config_path)  # a missing input or unknown rule fails here, before any work
+    registry.preflight(config, config_path)  # a missing input or unknown rule fails here, before any work
     build_dir = Path(out_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(build_dir):  # a second build into the same directory is refused while this one runs

@@ -160,6 +160,7 @@ class KeptText:
 
 
 def kept_text(paths: StagePaths) -> KeptText:
+    """What the finished stage at ``paths`` kept, sized against the parts that hold its documents' text."""
     parts = paths.parts()
     if not parts:
         return KeptText(0, 0, 0)
@@ -243,13 +244,14 @@ def iter_kept_batches(part: Path, size: int, with_text: bool = True) -> Iterator
 
 
 RUN_ROWS = 256  # rows per row group of a spilled run: what a merge holds of each run at once
+# A run is read once: LZ4 decompresses at 2.5x zstd's speed (ingest's runs are the whole text) for twice the bytes.
+RUN_COMPRESSION = "lz4"
 
 
 def write_run(rows: list[dict], order: Callable[[dict], object], schema: pa.Schema, path: Path) -> str:
-    """Spill ``rows`` sorted by ``order`` (a run, for merge_runs); returns its path. LZ4: a run is read once, and
-    decompresses at 2.5x zstd's speed (ingest's runs are the whole text) for twice the temporary bytes."""
+    """Spill ``rows`` sorted by ``order`` (a run, for merge_runs); returns its path."""
     table = pa.Table.from_pylist(sorted(rows, key=order), schema=schema)
-    write_parquet_atomic(table, path, row_group_size=RUN_ROWS, compression="lz4")
+    write_parquet_atomic(table, path, row_group_size=RUN_ROWS, compression=RUN_COMPRESSION)
     return str(path)
 
 
@@ -284,7 +286,7 @@ def _merge_into_run(paths: list[str], order: Callable[[dict], object], level: in
     first = Path(paths[0])
     target = first.with_name(f"{first.stem}.merged-{level}-{number}.parquet")
     schema = pq.read_schema(first)
-    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="lz4") as writer:
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression=RUN_COMPRESSION) as writer:
         batch: list[dict] = []
         for row in _merge(paths, order):
             batch.append(row)

@@ -10,14 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from datafactory.factory.config import BuildConfig, DecontaminateConfig
-from datafactory.filters.decontam import (
-    CLEAN,
-    CONTAMINATED,
-    ContaminationIndex,
-    Decontaminator,
-    Verdict,
-    index_address,
-)
+from datafactory.filters.decontam import CONTAMINATED, ContaminationIndex, Decontaminator, index_address
 from datafactory.filters.eval_sets import read_eval_sets
 from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, added_names, run_document_stage
 from datafactory.pipelines.inputs import named_files_digest
@@ -48,17 +41,15 @@ def index_directory(config: BuildConfig, build_dir: Path) -> Path:
 class Decontaminate(AnnotateBatch):
     def __init__(self, index: Path, config: DecontaminateConfig) -> None:
         self.index_path, self.config = index, config
-        self.reads_text = bool(config.eval_sets)  # with no eval set every document is clean: no text to read
 
     def setup(self) -> None:
         index = ContaminationIndex.load(self.index_path)
         self.items = index.items.to_pylist()
         self.decontaminator = Decontaminator(index, self.config)
+        self.reads_text = self.decontaminator.needs_text
 
     def annotate(self, rows: list[dict]) -> list[dict]:
-        texts = [row.get("text") for row in rows]
-        verdicts = self.decontaminator.verdicts(texts) if self.reads_text else [Verdict(CLEAN, True, text)
-                                                                                for text in texts]
+        verdicts = self.decontaminator.verdicts([row.get("text") for row in rows])
         for row, verdict in zip(rows, verdicts, strict=True):
             finding = verdict.finding
             item = self.items[finding.item] if finding.item is not None else {"eval_set": None, "item_id": None}

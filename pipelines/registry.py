@@ -162,10 +162,10 @@ def settle_runner(config: BuildConfig, text_bytes: int) -> BuildConfig:
     return config.model_copy(update={"runner": config.runner.for_input(text_bytes)})
 
 
-def preflight(config: BuildConfig, origin: str = "config") -> BuildConfig:
+def preflight(config: BuildConfig, origin: str = "config") -> None:
     """What a build checks before any stage runs, so a user's mistake is one located line, not a failed worker: the
     inputs, every file the config names, heuristics rule names, the eval sets, fastText models by their header, a
-    combiner's inner models. Returns the config to build with."""
+    combiner's inner models."""
     resolve_inputs(config)
     try:
         HeuristicFilter(config.heuristics)
@@ -182,7 +182,6 @@ def preflight(config: BuildConfig, origin: str = "config") -> BuildConfig:
         if missing := missing_inner_model(config.resolve_path(spec.model), spec.kind):
             raise ConfigError(f"invalid config {origin}:\n  quality.scorers ({spec.label}): the combiner "
                               f"{spec.model} lacks its inner model {missing}")
-    return config
 
 
 def fasttext_models(config: BuildConfig) -> dict[str, str]:

@@ -96,7 +96,8 @@ def write_planted_corpus(data: Path, folder: Path, documents: int, planted_share
 
 def build_train_and_trace(folder: Path, build: Path, steps: int, seed: int) -> str:
     """Every stage, a stable manifest of `steps` steps' tokens, a traced training run; returns the run's name."""
-    config = preflight(load_config(folder / "build.yaml"))
+    config = load_config(folder / "build.yaml")
+    preflight(config)
     for stage in STAGES:
         stage.execute(config, build)
     build_catalog(build)
