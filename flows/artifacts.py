@@ -60,7 +60,7 @@ def stage_rows(result: StageResult, build_dir: Path) -> list[tuple[str, object]]
     if result.stage == "tokenize":
         tokens, shards = shard_totals(build_dir)
         rows += [("tokens", tokens), ("shards", shards)]
-    rows.append(("seconds", "skipped (already done)" if result.skipped else f"{result.seconds:.1f}"))
+    rows.append(("seconds", result.timing()))
     rows.append(("worker log", file_link(Path(build_dir) / "logs" / f"{result.stage}.log")))
     return rows
 

@@ -49,9 +49,14 @@ def run_stage_task(stage: registry.Stage, config: BuildConfig, build_dir: str) -
     return stage.execute(config, Path(build_dir))
 
 
-def submit_stage(stage: registry.Stage, config: BuildConfig, build_dir: Path) -> StageResult:
-    """Run one stage as a Prefect task (skipped inside when its marker matches), and record its summary."""
+def submit_stage(stage: registry.Stage, config: BuildConfig, build_dir: Path,
+                 ran_in_pass: dict[str, StageResult]) -> StageResult:
+    """Run one stage as a Prefect task (skipped inside when its marker matches), and record its summary. A stage that
+    an earlier stage's pass ran (``ran_in_pass``, updated here) finds itself done: its result is that pass's."""
     result = run_stage_task.with_options(name=stage.name)(stage, config, str(build_dir))
+    if result.skipped and stage.name in ran_in_pass:
+        result = ran_in_pass.pop(stage.name)
+    ran_in_pass |= {fused.stage: fused for fused in result.fused}
     create_markdown_artifact(
         key=artifact_key(stage.name, "summary"), markdown=stage_markdown(result, build_dir),
         description=f"{stage.name} stage of {build_dir.resolve()}",
@@ -66,16 +71,17 @@ def progress_line(result: StageResult) -> str:
     if "documents" in counts:
         dropped = sum(counts["dropped"].values())
         return (f"✓ {result.stage}: {counts['documents']:,} in, {counts['kept']:,} kept, {dropped:,} out "
-                f"({result.seconds:.1f} s)")
+                f"({result.timing()})")
     details = ", ".join(f"{key.replace('_', ' ')} {value:,}" if isinstance(value, int) and not isinstance(value, bool)
                         else f"{key.replace('_', ' ')} {value}" for key, value in counts.items())
-    return f"✓ {result.stage}: {details} ({result.seconds:.1f} s)"
+    return f"✓ {result.stage}: {details} ({result.timing()})"
 
 
 def run_stages(config: BuildConfig, build_dir: Path) -> list[StageResult]:
     """Run every registered stage in order, showing progress on the terminal and in the flow run's log (the Prefect
     UI's Logs tab) while worker logs go to DIR/logs/."""
     results = []
+    ran_in_pass: dict[str, StageResult] = {}
     stages = registry.STAGES
     run_log = get_run_logger()
     with os.fdopen(os.dup(2), "w", buffering=1) as terminal:
@@ -87,7 +93,7 @@ def run_stages(config: BuildConfig, build_dir: Path) -> list[StageResult]:
             with console.status(f"{step} {stage.name} running… (worker log: {log_path})"):
                 try:
                     with stderr_to(log_path):
-                        result = submit_stage(stage, config, build_dir)
+                        result = submit_stage(stage, config, build_dir, ran_in_pass)
                 except Exception as err:
                     console.print(f"[red]✗ {stage.name} failed[/red]; worker log: {log_path}")
                     run_log.error("%s %s failed (%s); worker log: %s", step, stage.name, type(err).__name__, log_path)

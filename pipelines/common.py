@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from datafactory.factory.records import (
     ledger_row,
     stage_schema,
 )
-from datafactory.pipelines.watchdog import WATCHED_DISK, watched_workers
+from datafactory.pipelines.watchdog import watched_disk, watched_workers
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,10 @@ class StagePaths:
         """Ledger parts and the temporary files a killed run of this stage left beside them."""
         return self.ledger_parts() + sorted(self.ledger_dir.glob(f".{self.stage}-part-*.tmp-*"))
 
+    def reset(self) -> None:
+        """Clear what an unfinished run of the stage left (its marker too)."""
+        reset_paths(self.stage_dir, self.ledger_leftovers())
+
 
 TEXT_FROM = b"datafactory.text_from"  # Parquet schema metadata: the stage whose parts hold this part's text
 
@@ -106,10 +112,7 @@ TEXT_FROM = b"datafactory.text_from"  # Parquet schema metadata: the stage whose
 def text_source(part: Path | str, schema: pa.Schema | None = None) -> str:
     """The stage whose parts hold the text of the documents in ``part``: its own stage when it stores the text, else
     the one its schema metadata names (stages that do not change the text store only what they add)."""
-    schema = schema or pq.read_schema(part)
-    if "text" in schema.names:
-        return Path(part).parent.name
-    return schema.metadata[TEXT_FROM].decode()
+    return schema_text_source(Path(part).parent.name, schema or pq.read_schema(part))
 
 
 def added_names(fields: list[pa.Field] | pa.Schema) -> tuple[str, ...]:
@@ -131,12 +134,23 @@ def output_schema(previous: StagePaths, added: list[pa.Field], consumed: tuple[s
     stage that changes it, or reads a small share of what its holder holds (COMPACT_BELOW), stores it again; the
     others name, in the schema metadata, the stage that holds it."""
     first = previous.parts()[0]
-    upstream = pq.read_schema(first)
-    if writes_text or kept_text(previous).share < COMPACT_BELOW:
+    stores_text = writes_text or kept_text(previous).share < COMPACT_BELOW
+    return derived_schema(pq.read_schema(first), text_source(first), added, consumed, stores_text)
+
+
+def derived_schema(upstream: pa.Schema, text_from: str, added: list[pa.Field], consumed: tuple[str, ...],
+                   stores_text: bool) -> pa.Schema:
+    """The part schema of a stage reading parts of schema ``upstream`` whose text ``text_from`` holds."""
+    if stores_text:
         text = [] if "text" in upstream.names else [pa.field("text", pa.string())]
         return stage_schema(upstream, [*text, *added], consumed).remove_metadata()
     schema = stage_schema(upstream, added, (*consumed, "text"))
-    return schema.with_metadata({TEXT_FROM: text_source(first).encode()})
+    return schema.with_metadata({TEXT_FROM: text_from.encode()})
+
+
+def schema_text_source(stage: str, schema: pa.Schema) -> str:
+    """text_source for a part of ``stage`` with ``schema``, before the part exists."""
+    return stage if "text" in schema.names else schema.metadata[TEXT_FROM].decode()
 
 
 @dataclass(frozen=True)
@@ -387,22 +401,39 @@ ROW_GROUP_ROWS = 4096  # rows buffered (as Arrow, only the part's columns) befor
 
 def write_part(paths: StagePaths, name: str, schema: pa.Schema, drop_status: str,
                batches: Iterable[list[dict]]) -> None:
-    """Writes one stage part (rows in the order given) and its ledger part, each atomically. A row may name its own
-    terminal status (ingest drops blocklisted URLs but calls unreadable input invalid)."""
+    """Writes one stage part (rows in the order given) and its ledger part, each atomically."""
+    with part_writer(paths, name, schema, drop_status) as add:
+        for rows in batches:
+            add(rows)
+
+
+@contextmanager
+def part_writer(paths: StagePaths, name: str, schema: pa.Schema, drop_status: str
+                ) -> Iterator[Callable[[list[dict]], pa.Table]]:
+    """Yields the function that adds a batch of rows to one stage part (and returns them as the part stores them); the
+    part and its ledger part are renamed into
+    place when the block ends cleanly (nothing is left on an error). A row may name its own terminal status (ingest
+    drops blocklisted URLs but calls unreadable input invalid)."""
     terminal: list[dict] = []
     pending: list[pa.Table] = []
-    pending_rows = 0
     with atomic_path(paths.stage_dir / name) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        for rows in batches:
-            pending.append(pa.Table.from_pylist(rows, schema=schema))  # drops what the part does not store (text)
-            pending_rows += len(rows)
-            terminal += [ledger_row(row, row.get("status") or drop_status, paths.stage)
-                         for row in rows if drop_status == KEPT or not row["keep"]]
-            if pending_rows >= ROW_GROUP_ROWS:
-                writer.write_table(pa.concat_tables(pending))
-                pending, pending_rows = [], 0
-        if pending:
+
+        def flush() -> None:
             writer.write_table(pa.concat_tables(pending))
+            pending.clear()
+
+        def add(rows: list[dict]) -> pa.Table:
+            table = pa.Table.from_pylist(rows, schema=schema)  # drops what the part does not store (text)
+            pending.append(table)
+            terminal.extend(ledger_row(row, row.get("status") or drop_status, paths.stage)
+                            for row in rows if drop_status == KEPT or not row["keep"])
+            if sum(held.num_rows for held in pending) >= ROW_GROUP_ROWS:
+                flush()
+            return table
+
+        yield add
+        if pending:
+            flush()
     write_parquet_atomic(pa.Table.from_pylist(terminal, schema=LEDGER_SCHEMA),
                          paths.ledger_dir / f"{paths.stage}-{name}")
 
@@ -458,6 +489,17 @@ class StageResult:
     counts: dict
     skipped: bool
     seconds: float
+    fused: tuple[StageResult, ...] = ()  # the stages that ran in this one's pass (their markers are written too)
+    fused_into: str | None = None  # the stage whose pass ran this one (its seconds are that pass's)
+
+    def timing(self) -> str:
+        """How long it took, as a progress line or summary says it."""
+        if self.skipped:
+            return "skipped (already done)"
+        if self.fused_into:
+            return f"in {self.fused_into}'s pass"
+        together = f", one pass with {', '.join(result.stage for result in self.fused)}" if self.fused else ""
+        return f"{self.seconds:.1f} s{together}"
 
 
 class LostDocuments(RuntimeError):
@@ -494,23 +536,30 @@ class StageRun:
     def previous(self) -> StagePaths | None:
         return None if self.reads is None else StagePaths(self.build_dir, self.reads)
 
+    def done(self) -> bool:
+        return is_done(self.paths.stage_dir, self.config_hash, self.input_hash)
+
+    def skipped(self) -> StageResult:
+        return StageResult(self.stage, read_marker(self.paths.stage_dir)["counts"], True, 0.0)
+
+    def finish(self, counts: dict, extra_outputs: list[Path] = ()) -> None:
+        """Check that no document was lost, then write the marker: the stage is done."""
+        check_conservation(self.stage, counts, self.previous)
+        outputs = self.paths.parts() + self.paths.ledger_parts() + list(extra_outputs)
+        write_marker(self.build_dir, self.paths.stage_dir, self.stage, self.config_hash, self.input_hash, counts,
+                     outputs)
+
 
 def run_stage(job: StageRun, body: Callable[[], dict], extra_outputs: Callable[[], list[Path]] = list) -> StageResult:
     """Skip a stage whose marker matches its config hash and input digest; otherwise clear its leftovers, run it,
     and write its marker last. This is the build's one resume mechanism."""
-    paths, config_hash = job.paths, job.config_hash
-    if is_done(paths.stage_dir, config_hash, job.input_hash):
-        return StageResult(job.stage, read_marker(paths.stage_dir)["counts"], True, 0.0)
+    if job.done():
+        return job.skipped()
     start = time.perf_counter()
-    reset_paths(paths.stage_dir, paths.ledger_leftovers())
-    watching = WATCHED_DISK.set(job.build_dir)
-    try:
+    job.paths.reset()
+    with watched_disk(job.build_dir):
         counts = body()
-    finally:
-        WATCHED_DISK.reset(watching)
-    check_conservation(job.stage, counts, job.previous)
-    outputs = paths.parts() + paths.ledger_parts() + extra_outputs()
-    write_marker(job.build_dir, paths.stage_dir, job.stage, config_hash, job.input_hash, counts, outputs)
+    job.finish(counts, extra_outputs())
     return StageResult(job.stage, counts, False, time.perf_counter() - start)
 
 
@@ -565,22 +614,65 @@ class AnnotateBatch:
         raise NotImplementedError
 
 
-class MapParts(beam.DoFn):
-    """A per-document stage without a shuffle: upstream part N becomes this stage's part N (a document keeps its
-    partition from ingest on), streamed a batch at a time, so a worker holds one batch and one row group, not a
-    partition, and nothing moves between processes but file names."""
+@dataclass(frozen=True)
+class DocumentStep:
+    """What a per-document stage does: the fields it adds, its annotator (made once per run, set up per worker), the
+    upstream columns it consumes, whether it rewrites the text, and facts its marker records beside the counts."""
 
-    def __init__(self, paths: StagePaths, schema: pa.Schema, annotator: AnnotateBatch, batch_size: int) -> None:
-        self.paths, self.schema, self.annotator, self.batch_size = paths, schema, annotator, batch_size
+    added: list[pa.Field]
+    annotator: Callable[[], AnnotateBatch]
+    consumed: tuple[str, ...] = ()
+    writes_text: bool = False
+    facts: Callable[[], dict] = dict
+
+
+@dataclass(frozen=True)
+class PassMember:
+    """One stage of a pass: where it writes, its part schema, its annotator."""
+
+    paths: StagePaths
+    schema: pa.Schema
+    annotator: AnnotateBatch
+
+    def needs_text(self) -> bool:
+        return self.annotator.reads_text or "text" in self.schema.names
+
+    def survivors(self, rows: list[dict], written: pa.Table) -> list[dict]:
+        """The rows it kept as the next stage of the pass reads them: as its part stores them (so a fused stage sees
+        what it would read back from disk), without the decision, with their text."""
+        kept = written.filter(pa.compute.field("keep")).drop_columns(list(DECISION_COLUMNS)).to_pylist()
+        if "text" not in written.column_names:
+            for row, text in zip(kept, (row.get("text") for row in rows if row["keep"]), strict=True):
+                if text is not None:
+                    row["text"] = text
+        return kept
+
+
+class MapParts(beam.DoFn):
+    """Per-document stages without a shuffle, in one pass: upstream part N becomes part N of every member stage (a
+    document keeps its partition from ingest on), each member annotating what the one before it kept. Streamed a
+    batch at a time, so a worker holds one batch and one row group, not a partition, and nothing moves between
+    processes but file names."""
+
+    def __init__(self, members: list[PassMember], batch_size: int) -> None:
+        self.members, self.batch_size = members, batch_size
 
     def setup(self) -> None:
-        self.annotator.setup()
+        for member in self.members:
+            member.annotator.setup()
 
     def process(self, upstream_part: str) -> Iterable[str]:
-        with_text = self.annotator.reads_text or "text" in self.schema.names
-        rows = iter_kept_batches(Path(upstream_part), self.batch_size, with_text)
-        batches = (self.annotator.annotate(batch) for batch in rows)
-        write_part(self.paths, Path(upstream_part).name, self.schema, DROPPED, batches)
+        name = Path(upstream_part).name
+        with_text = any(member.needs_text() for member in self.members)
+        with ExitStack() as writers:
+            adds = [writers.enter_context(part_writer(member.paths, name, member.schema, DROPPED))
+                    for member in self.members]
+            for rows in iter_kept_batches(Path(upstream_part), self.batch_size, with_text):
+                for member, add in zip(self.members, adds, strict=True):
+                    rows = member.annotator.annotate(rows)
+                    rows = member.survivors(rows, add(rows))
+                    if not rows:
+                        break
         yield upstream_part
 
 
@@ -589,24 +681,39 @@ def map_parts(config: BuildConfig, upstream: StagePaths, dofn: beam.DoFn) -> Non
     run_beam(config, lambda pipeline: each_part(pipeline, upstream, config.runner) | "EachPart" >> beam.ParDo(dofn))
 
 
-def run_document_stage(
-    job: StageRun,
-    added: list[pa.Field],
-    make_dofn: Callable[[], AnnotateBatch],
-    batch_size: int = 256,
-    consumed: tuple[str, ...] = (),
-    writes_text: bool = False,
-    facts: Callable[[], dict] = dict,
-) -> StageResult:
-    """A stage that reads the upstream survivors, annotates them in batches, and writes keep/drop per document;
-    ``consumed`` upstream columns are not carried on; what ``facts`` returns joins the decision counts in the marker."""
-    paths, previous, config = job.paths, job.previous, job.config
-    schema = output_schema(previous, added, consumed, writes_text)
-    total = config.num_partitions
+def run_document_stage(job: StageRun, step: DocumentStep, batch_size: int = 256) -> StageResult:
+    """A stage that reads the upstream survivors, annotates them in batches, and writes keep/drop per document."""
+    return run_document_pass(job, [step], [], batch_size)
 
-    def body() -> dict:
-        map_parts(config, previous, MapParts(paths, schema, make_dofn(), batch_size))
-        fill_empty_partitions(paths, schema, total)
-        return decision_counts(paths) | facts()
 
-    return run_stage(job, body)
+def run_document_pass(head: StageRun, steps: list[DocumentStep], followers: list[tuple[str, Callable[[], StageRun]]],
+                      batch_size: int = 256) -> StageResult:
+    """Per-document stages in one pass over the head's upstream parts: ``steps`` are the head's and then each
+    follower's, every follower reading what the stage before it kept. Each stage still writes its own parts, ledger
+    and marker, in order (a follower's job, named by its stage, is made once its upstream's marker exists, since its
+    input digest reads it). Only the head may store the text for its share of its source (COMPACT_BELOW): a follower
+    has it in memory. Skipped when the head is done; the followers then run on their own."""
+    if head.done():
+        return head.skipped()
+    start = time.perf_counter()
+    previous, config = head.previous, head.config
+    schemas = [output_schema(previous, steps[0].added, steps[0].consumed, steps[0].writes_text)]
+    members_paths = [head.paths] + [StagePaths(head.build_dir, name) for name, _ in followers]
+    for step, upstream_paths in zip(steps[1:], members_paths[:-1], strict=True):
+        upstream = schemas[-1]
+        schemas.append(derived_schema(upstream, schema_text_source(upstream_paths.stage, upstream), step.added,
+                                      step.consumed, step.writes_text))
+    for paths in members_paths:
+        paths.reset()
+    members = [PassMember(paths, schema, step.annotator())
+               for paths, schema, step in zip(members_paths, schemas, steps, strict=True)]
+    with watched_disk(head.build_dir):
+        map_parts(config, previous, MapParts(members, batch_size))
+    results = []
+    for member, step, job in zip(members, steps, [lambda: head, *(make for _, make in followers)], strict=True):
+        fill_empty_partitions(member.paths, member.schema, config.num_partitions)
+        counts = decision_counts(member.paths) | step.facts()
+        job().finish(counts)
+        results.append(StageResult(member.paths.stage, counts, False, 0.0, fused_into=head.stage))
+    head_result, *fused = results
+    return dataclasses.replace(head_result, seconds=time.perf_counter() - start, fused=tuple(fused), fused_into=None)

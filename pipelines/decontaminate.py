@@ -12,7 +12,14 @@ import pyarrow as pa
 from datafactory.factory.config import BuildConfig, DecontaminateConfig
 from datafactory.filters.decontam import CONTAMINATED, ContaminationIndex, Decontaminator, index_address
 from datafactory.filters.eval_sets import read_eval_sets
-from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, added_names, run_document_stage
+from datafactory.pipelines.common import (
+    AnnotateBatch,
+    DocumentStep,
+    StageResult,
+    StageRun,
+    added_names,
+    run_document_stage,
+)
 from datafactory.pipelines.inputs import named_files_digest
 
 FIELDS = [
@@ -62,7 +69,6 @@ class Decontaminate(AnnotateBatch):
 def run(job: StageRun) -> StageResult:
     config = job.config.decontaminate
     index = cache(lambda: index_directory(job.config, job.build_dir))  # built only when the stage runs, not skipped
-    return run_document_stage(job, FIELDS, lambda: Decontaminate(index(), config),
-                              writes_text=config.mode == "remove_span",
-                              facts=lambda: {"index": ContaminationIndex.load(index()).facts(
-                                  [spec.name for spec in config.eval_sets])})
+    return run_document_stage(job, DocumentStep(
+        FIELDS, lambda: Decontaminate(index(), config), writes_text=config.mode == "remove_span",
+        facts=lambda: {"index": ContaminationIndex.load(index()).facts([spec.name for spec in config.eval_sets])}))

@@ -6,9 +6,10 @@ With ``heuristics.c4_remove_lines`` a kept document's text becomes C4's cleaned 
 
 from __future__ import annotations
 
+from datafactory.factory.config import BuildConfig
 from datafactory.factory.records import DECISION_COLUMNS
 from datafactory.filters.heuristics import Measurement
-from datafactory.pipelines.common import StageResult, StageRun, run_document_stage
+from datafactory.pipelines.common import DocumentStep, StageResult, StageRun, run_document_stage
 from datafactory.pipelines.signals import RuleSetBatch
 
 FIELDS: list = []  # the decision columns only; `signals` and `rules_lang` come from the signals stage
@@ -29,6 +30,10 @@ class ApplyThresholds(RuleSetBatch):
         return rows
 
 
+def step(config: BuildConfig) -> DocumentStep:
+    return DocumentStep(FIELDS, lambda: ApplyThresholds(config.heuristics), consumed=CONSUMED,
+                        writes_text=config.heuristics.c4_remove_lines)
+
+
 def run(job: StageRun) -> StageResult:
-    return run_document_stage(job, FIELDS, lambda: ApplyThresholds(job.config.heuristics), consumed=CONSUMED,
-                              writes_text=job.config.heuristics.c4_remove_lines)
+    return run_document_stage(job, step(job.config))

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from datafactory.factory.config import LangidConfig
+from datafactory.factory.config import BuildConfig, LangidConfig
 from datafactory.filters.langid import LanguageIdentifier, keep_language
-from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, added_names, run_document_stage
+from datafactory.pipelines.common import (
+    AnnotateBatch,
+    DocumentStep,
+    StageResult,
+    StageRun,
+    added_names,
+    run_document_stage,
+)
 
 FIELDS = [
     pa.field("lang", pa.string()),
@@ -36,8 +43,12 @@ class IdentifyLanguage(AnnotateBatch):
         return rows
 
 
-def run(job: StageRun) -> StageResult:
-    langid = job.config.langid
+def step(config: BuildConfig) -> DocumentStep:
+    langid = config.langid
     if langid.model:  # relative to the config file, like every path in it
-        langid = langid.model_copy(update={"model": job.config.resolve_path(langid.model)})
-    return run_document_stage(job, FIELDS, lambda: IdentifyLanguage(langid))
+        langid = langid.model_copy(update={"model": config.resolve_path(langid.model)})
+    return DocumentStep(FIELDS, lambda: IdentifyLanguage(langid))
+
+
+def run(job: StageRun) -> StageResult:
+    return run_document_stage(job, step(job.config))

@@ -32,6 +32,7 @@ from datafactory.filters.quality_train import companion_paths, load_scorer, scor
 from datafactory.pipelines.common import (
     AnnotateBatch,
     MapParts,
+    PassMember,
     StagePaths,
     StageResult,
     StageRun,
@@ -274,7 +275,8 @@ def run(job: StageRun) -> StageResult:
         trained = {}
         if config.quality.reference is not None:
             trained = {"reference": train_reference_model(previous, config, build_dir)}
-        map_parts(config, previous, MapParts(paths, schema, ScoreQuality(specs, quality), 256))  # bucket still empty
+        scoring = PassMember(paths, schema, ScoreQuality(specs, quality))
+        map_parts(config, previous, MapParts([scoring], 256))  # bucket still empty
         fill_empty_partitions(paths, schema, total)
         cuts = {lang: cut_points(histogram, quality) for lang, histogram in score_histograms(paths).items()}
         write_cuts(cuts, cuts_path)

@@ -8,6 +8,7 @@ import importlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -69,6 +70,10 @@ class Stage:
     # whether, under a config, it does little work per document: then running mode "auto" keeps it in process,
     # whatever its size (worker start-up would cost more than a second core saves)
     light: Light | None = None
+    # a per-document stage (its module has `step(config)`) that runs in the same pass as its upstream, which it
+    # follows in the list: one read of the documents and one set of workers for both; its parts, ledger and marker
+    # stay its own, so a resume or a threshold change still runs it alone
+    fuses: bool = False
 
     def implementation(self) -> ModuleType:
         return importlib.import_module(self.module or f"datafactory.pipelines.{self.name}")
@@ -106,19 +111,42 @@ class Stage:
             return input_bytes(resolve_inputs(config))
         return kept_text(StagePaths(build_dir, self.upstream[0])).text_bytes
 
-    def execute(self, config: BuildConfig, build_dir: Path) -> StageResult:
-        """Run the stage (or skip it when done) with its input digest computed here, once. It reads the kept
-        documents of its first upstream stage. Running mode "auto" is settled here, per stage, by the text the stage
-        reads: the rules see a fifth of the input and dedup a tenth, and worker processes cost more than they save
-        on small inputs (BENCHMARKS.md, "Running mode")."""
+    def job(self, config: BuildConfig, build_dir: Path) -> StageRun:
+        """The stage's run under ``config``, its input digest computed here, once (its upstream must be done)."""
         from datafactory.pipelines.common import StageRun
 
         reads = self.upstream[0] if self.upstream else None
+        return StageRun(config, build_dir, self.name, reads, self.config_hash(config),
+                        self.input_digest(config, build_dir))
+
+    def execute(self, config: BuildConfig, build_dir: Path) -> StageResult:
+        """Run the stage (or skip it when done). It reads the kept documents of its first upstream stage. Running mode
+        "auto" is settled here, per stage, by the text the stage reads: the rules see a fifth of the input and dedup
+        a tenth, and worker processes cost more than they save on small inputs (BENCHMARKS.md, "Running mode"). The
+        stages that fuse behind it (`fuses`) run in its pass when it runs."""
+        from datafactory.pipelines.common import run_document_pass
+
         if config.runner.direct_running_mode == "auto":
             config = settle_runner(config, self.text_bytes(config, build_dir))
-        run = self.run or self.implementation().run
-        return run(StageRun(config, build_dir, self.name, reads, self.config_hash(config),
-                            self.input_digest(config, build_dir)))
+        followers = self.fused_followers()
+        if not followers:
+            run = self.run or self.implementation().run
+            return run(self.job(config, build_dir))
+        steps = [stage.implementation().step(config) for stage in (self, *followers)]
+        return run_document_pass(self.job(config, build_dir), steps,
+                                 [(stage.name, partial(stage.job, config, build_dir)) for stage in followers])
+
+    def fused_followers(self) -> tuple[Stage, ...]:
+        """The stages registered right after this one that run in its pass: each `fuses` and reads the one before it.
+        None when this stage itself fuses (it runs in its upstream's pass, or alone on a resume)."""
+        if self.fuses:
+            return ()
+        followers: list[Stage] = []
+        for stage in STAGES[STAGES.index(self) + 1:] if self in STAGES else ():
+            if not stage.fuses or stage.upstream != ((followers[-1] if followers else self).name,):
+                break
+            followers.append(stage)
+        return tuple(followers)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -130,11 +158,11 @@ STAGES: tuple[Stage, ...] = (
           summary="language and score per document; drops languages the config does not keep"),
     Stage("signals", ("langid",),
           summary="measures every heuristic rule's signal once per document (keeps all)", judges=False,
-          settings=lambda config: config.heuristics.measuring_settings()),
+          settings=lambda config: config.heuristics.measuring_settings(), fuses=True),
     Stage("heuristics", ("signals",),
           summary="keep or drop on the measured signals against the configured thresholds (cheap to re-run); "
           "with heuristics.c4_remove_lines a kept document's text becomes C4's cleaned text",
-          settings=lambda config: config.heuristics.threshold_settings(), light=always),
+          settings=lambda config: config.heuristics.threshold_settings(), light=always, fuses=True),
     Stage("dedup", ("heuristics",),
           summary="exact and MinHash near-duplicate clusters; all but one document per cluster are `duplicate`; "
           "with substrings.enabled, spans repeated across survivors keep only their first copy",

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from datafactory.factory.config import HeuristicsConfig
+from datafactory.factory.config import BuildConfig, HeuristicsConfig
 from datafactory.filters.heuristics import HeuristicFilter
-from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, added_names, run_document_stage
+from datafactory.pipelines.common import (
+    AnnotateBatch,
+    DocumentStep,
+    StageResult,
+    StageRun,
+    added_names,
+    run_document_stage,
+)
 
 FIELDS = [
     pa.field("signals", pa.map_(pa.string(), pa.float64())),
@@ -39,5 +46,9 @@ class MeasureSignals(RuleSetBatch):
         return rows
 
 
+def step(config: BuildConfig) -> DocumentStep:
+    return DocumentStep(FIELDS, lambda: MeasureSignals(config.heuristics))
+
+
 def run(job: StageRun) -> StageResult:
-    return run_document_stage(job, FIELDS, lambda: MeasureSignals(job.config.heuristics))
+    return run_document_stage(job, step(job.config))

@@ -17,8 +17,18 @@ from datafactory.factory.errors import full_disk
 
 POLL_SECONDS = 1.0
 GRACE_SECONDS = 10.0  # a pipeline that finishes normally stops its workers and returns well within this
-# The directory whose disk the running stage writes (set by pipelines.common.run_stage).
+# The directory whose disk the running stage writes (set by watched_disk).
 WATCHED_DISK: ContextVar[Path | None] = ContextVar("watched_disk", default=None)
+
+
+@contextlib.contextmanager
+def watched_disk(build_dir: Path) -> Iterator[None]:
+    """While the block runs (a stage), a full disk under ``build_dir`` ends a waiting pipeline."""
+    watching = WATCHED_DISK.set(build_dir)
+    try:
+        yield
+    finally:
+        WATCHED_DISK.reset(watching)
 
 
 class PipelineStuck(RuntimeError):

@@ -42,20 +42,41 @@ def test_a_stage_that_rewrites_the_text_becomes_its_source(small_corpus, referen
 
 
 def test_a_stage_reading_a_small_share_of_its_source_stores_their_text(small_corpus, reference_build, tmp_path):
-    """Language ID keeps German only: the signals stage stores the survivors' text, so the stages after it read a
-    fraction of the corpus instead of scanning every document's text again."""
+    """Language ID keeps German only. Signals and heuristics, in language ID's pass, have the text in memory and
+    store none; dedup, the first stage after the pass, reads a small share of ingest's documents and stores their
+    text, so the stages after it read a fraction of the corpus instead of scanning every document's text again."""
     out = copy_build(reference_build, tmp_path / "build")
     config = load_config(write_config(small_corpus, "german.yaml", IN_MEMORY, langid={"allow": ["de"]}))
-    for name in ("langid", "signals", "heuristics"):
+    for name in ("langid", "signals", "heuristics", "dedup", "decontaminate", "quality"):
         run_stage_named(name, config, out)
-    kept = {name: read_marker(out / "stages" / name)["counts"]["kept"] for name in ("ingest", "langid")}
-    assert 0 < kept["langid"] < COMPACT_BELOW * kept["ingest"]
+    kept = {name: read_marker(out / "stages" / name)["counts"]["kept"] for name in ("ingest", "heuristics")}
+    assert 0 < kept["heuristics"] < COMPACT_BELOW * kept["ingest"]
+    for name in ("langid", "signals", "heuristics"):
+        assert text_source(part(out, name)) == "ingest", name
+    assert "text" in pq.read_schema(part(out, "dedup")).names
+    assert text_source(part(out, "quality")) == "dedup"
+    assert_texts_are_ingests(out, "quality")
+
+
+def test_a_stage_running_alone_on_a_small_share_stores_their_text(small_corpus, reference_build, tmp_path):
+    """Resumed after language ID (German only) finished, signals runs alone: it reads a small share of the documents
+    whose text ingest holds, so it stores theirs, and the stages after it read them there."""
+    out = copy_build(reference_build, tmp_path / "build")
+    config = load_config(write_config(small_corpus, "german.yaml", IN_MEMORY, langid={"allow": ["de"]}))
+    run_stage_named("langid", config, out)
+    (out / "stages" / "signals" / "_SUCCESS.json").unlink()
+    for name in ("signals", "heuristics"):
+        assert not run_stage_named(name, config, out).skipped, name
     assert "text" not in pq.read_schema(part(out, "langid")).names
     assert "text" in pq.read_schema(part(out, "signals")).names
     assert text_source(part(out, "heuristics")) == "signals"
+    assert_texts_are_ingests(out, "heuristics")
+
+
+def assert_texts_are_ingests(out, stage):
     ingest = {row["doc_id"]: row["text"] for row in kept_rows(str(part(out, "ingest"))).to_pylist()}
-    german = kept_rows(str(part(out, "heuristics"))).to_pylist()
-    assert german and all(row["text"] == ingest[row["doc_id"]] for row in german)
+    kept = kept_rows(str(part(out, stage))).to_pylist()
+    assert kept and all(row["text"] == ingest[row["doc_id"]] for row in kept)
 
 
 def test_the_thresholds_are_applied_without_reading_the_text(small_corpus, reference_build, tmp_path, monkeypatch):

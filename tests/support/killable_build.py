@@ -1,7 +1,8 @@
 """Runs every build stage in-process and SIGKILLs itself inside one of them, for tests/flows/test_faults.py.
 
 The kill comes at the stage's second atomic rename (one output in place, the next still under its temporary
-name) or just before its completion marker's rename, whichever is first. By hand:
+name) or just before its completion marker's rename, whichever is first; a stage that runs in an earlier stage's
+pass is known by where its files go. By hand:
     python tests/flows/killable_build.py CONFIG OUT [STAGE]
 """
 
@@ -23,13 +24,19 @@ def arm(kill_stage: str | None, current: list[str]) -> None:
 
     def replace(src, dst, *args, **kwargs):  # noqa: ANN001, ANN202 - same signature as os.replace
         nonlocal renames
-        if current and current[-1] == kill_stage:
+        if current and current[-1] == kill_stage or writes_for(Path(dst), kill_stage):
             renames += 1
             if renames >= RENAMES_BEFORE_KILL or Path(dst).name == MARKER:
                 os.kill(os.getpid(), signal.SIGKILL)
         return real_replace(src, dst, *args, **kwargs)
 
     os.replace = replace
+
+
+def writes_for(path: Path, stage: str | None) -> bool:
+    """Whether ``path`` is one of the stage's parts, its ledger parts or its marker."""
+    in_stage_dir = path.parent.name == stage and path.parent.parent.name == "stages"
+    return in_stage_dir or (path.parent.name == "ledger" and path.name.startswith(f"{stage}-part-"))
 
 
 def main(config_path: str, out: str, kill_stage: str | None = None) -> None:

@@ -7,7 +7,7 @@ import dataclasses
 
 import pyarrow as pa
 
-from datafactory.pipelines.common import AnnotateBatch, StageResult, StageRun, run_document_stage
+from datafactory.pipelines.common import AnnotateBatch, DocumentStep, StageResult, StageRun, run_document_stage
 from datafactory.pipelines.registry import Stage
 
 NAME = "chars"
@@ -26,7 +26,7 @@ class CountChars(AnnotateBatch):
 
 
 def run(job: StageRun) -> StageResult:
-    return run_document_stage(job, FIELDS, CountChars)
+    return run_document_stage(job, DocumentStep(FIELDS, CountChars))
 
 
 # Declared like a built-in stage: this module holds its run function and ADDS.
