@@ -17,7 +17,9 @@ from datafactory.filters.blocklist import FLAGGED_BY_TRAINING, DocumentBlocklist
 from datafactory.filters.pii import PiiRedactor
 from datafactory.filters.url import UrlFilter
 from datafactory.pipelines.common import (
+    ORDER_COLUMNS,
     REPEATED_ID_MARK,
+    RUN_SUFFIX,
     StagePaths,
     StageResult,
     StageRun,
@@ -25,17 +27,18 @@ from datafactory.pipelines.common import (
     document_order,
     fill_empty_partitions,
     home_id,
-    merge_runs,
+    merge_run_tables,
     part_name,
+    part_writer,
     partition_of,
     run_beam,
     run_stage,
-    write_part,
     write_run,
 )
 from datafactory.pipelines.inputs import display_path, inputs_digest, named_files_digest, resolve_inputs
 from datafactory.pipelines.readers import RecordReader
 
+MERGED_ROWS = 1024  # rows per table the merge hands on
 SPILL_TEXT_BYTES = 64 << 20  # text a reader holds before writing it out as sorted runs, one per partition
 SPILL_SCHEMA_EXTRA = [pa.field("status", pa.string())]  # a row's own terminal status, for the ledger
 
@@ -76,7 +79,7 @@ class SpillInputFile(beam.DoFn):
 
     def spill(self, held: dict[int, list[dict]], number: int, run: int) -> Iterable[tuple[int, str]]:
         for partition, rows in sorted(held.items()):
-            path = self.spill_dir / f"{partition:05d}-{number:06d}-{run:06d}.parquet"
+            path = self.spill_dir / f"{partition:05d}-{number:06d}-{run:06d}{RUN_SUFFIX}"
             yield partition, write_run(rows, document_order, self.schema, path)
 
     def screen(self, row: dict) -> None:
@@ -90,22 +93,33 @@ class SpillInputFile(beam.DoFn):
         row["text"] = self.redactor.redact(row["text"]).text
 
 
-def unique_ids(rows: Iterable[dict]) -> Iterator[dict]:
-    """Rows in document_order: a record id seen before (in another file, or earlier in the same one) gets a suffix
-    hashed from where the record is, and meta.original_id. Every document stays in, under an id no other row has;
-    dedup then judges its content like any other."""
+IDENTITY = ["doc_id", "source", "input_file", "location", "meta"]  # what renaming a repeated id reads and writes
+
+
+def unique_ids(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """Tables of rows in document_order: a record id seen before (in another file, or earlier in the same one) gets a
+    suffix hashed from where the record is, and meta.original_id. Every document stays in, under an id no other row
+    has; dedup then judges its content like any other. Only the identity columns become Python values."""
     home, seen = None, set()
-    for row in rows:
-        if home_id(row["doc_id"]) != home:
-            home, seen = home_id(row["doc_id"]), set()
-        if row["doc_id"] in seen:
-            where = f"{row['source']}\x00{row['input_file']}\x00{row['location']}".encode()
-            meta = json.loads(row["meta"]) if row["meta"] else {}
-            meta["original_id"] = row["doc_id"]
-            row["meta"] = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
-            row["doc_id"] = renamed_id(row["doc_id"], where, seen)
-        seen.add(row["doc_id"])
-        yield row
+    for table in tables:
+        rows = table.select(IDENTITY).to_pylist()
+        renamed = False
+        for row in rows:
+            if home_id(row["doc_id"]) != home:
+                home, seen = home_id(row["doc_id"]), set()
+            if row["doc_id"] in seen:
+                where = f"{row['source']}\x00{row['input_file']}\x00{row['location']}".encode()
+                meta = json.loads(row["meta"]) if row["meta"] else {}
+                meta["original_id"] = row["doc_id"]
+                row["meta"] = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
+                row["doc_id"] = renamed_id(row["doc_id"], where, seen)
+                renamed = True
+            seen.add(row["doc_id"])
+        for name in ("doc_id", "meta") if renamed else ():
+            column = table.schema.get_field_index(name)
+            table = table.set_column(column, table.schema.field(name), pa.array([row[name] for row in rows],
+                                                                                 pa.string()))
+        yield table
 
 
 def renamed_id(doc_id: str, where: bytes, seen: set[str]) -> str:
@@ -117,29 +131,19 @@ def renamed_id(doc_id: str, where: bytes, seen: set[str]) -> str:
     return candidate
 
 
-def batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 class MergePartition(beam.DoFn):
-    """Writes one partition's part from its readers' sorted runs: a k-way merge in document_order, streamed, with
-    repeated ids made unique on the way. Only run paths went through the shuffle."""
+    """Writes one partition's part from its readers' sorted runs: a k-way merge in document_order, streamed as Arrow
+    tables, with repeated ids made unique on the way. Only run paths went through the shuffle."""
 
     def __init__(self, paths: StagePaths, schema: pa.Schema, total: int) -> None:
         self.paths, self.schema, self.total = paths, schema, total
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterable[int]:
         partition, runs = element
-        merged = merge_runs(runs, document_order)
-        write_part(self.paths, part_name("", partition, self.total), self.schema, INVALID,
-                   batched(unique_ids(merged), 1024))
+        merged = merge_run_tables(runs, document_order, ORDER_COLUMNS, MERGED_ROWS)
+        with part_writer(self.paths, part_name("", partition, self.total), self.schema, INVALID) as add:
+            for table in unique_ids(merged):
+                add(table)
         yield partition
 
 

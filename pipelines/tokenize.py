@@ -22,6 +22,7 @@ from datafactory.factory.config import BuildConfig
 from datafactory.factory.records import KEPT
 from datafactory.factory.shards import INDEX_NAME, ShardRows, shard_schema, token_dtype, write_index, write_shard
 from datafactory.pipelines.common import (
+    RUN_SUFFIX,
     StageResult,
     StageRun,
     WriteStage,
@@ -111,7 +112,7 @@ class EncodePart(beam.DoFn):
 
     def spill(self, held: dict[StreamKey, list[dict]], part: str, run: int) -> Iterable[tuple[StreamKey, str]]:
         for key, docs in sorted(held.items()):
-            path = self.spill_dir / f"{xxhash.xxh64_hexdigest(repr(key).encode())}-{part}-{run:05d}.parquet"
+            path = self.spill_dir / f"{xxhash.xxh64_hexdigest(repr(key).encode())}-{part}-{run:05d}{RUN_SUFFIX}"
             yield key, write_run(docs, self.order, RUN_SCHEMA, path)
 
 
@@ -192,7 +193,7 @@ class PackStream(beam.DoFn):
         schema = shard_schema(self.tokenize.seq_len, dtype, metadata)
         packer = Packer(self.tokenize.seq_len + 1, self.tokenize.rows_per_shard, self.tokenizer.bos_id,
                         self.tokenizer.eos_id, self.tokenizer.pad_id)
-        docs = merge_runs(runs, stream_order(self.config))
+        docs = merge_runs(runs, stream_order(self.config), ["doc_id"])
         blocks = (block for doc in docs for block in packer.add(doc, np.frombuffer(doc["ids"], dtype=dtype)))
         for shard_no, (rows, members) in enumerate(chain(blocks, packer.finish())):
             block = ShardRows(rows.tokens.astype(dtype), rows.doc_starts, rows.valid_len)

@@ -17,12 +17,12 @@ def test_many_runs_merge_in_levels_into_one_ordered_stream(tmp_path, monkeypatch
     monkeypatch.setattr(common, "RUN_ROWS", 4)
     rng = random.Random(0)
     rows = [{"key": rng.randrange(1000), "text": f"row {i}"} for i in range(200)]
-    runs = [write_run(rows[start:start + 20], lambda row: row["key"], SCHEMA, tmp_path / f"run-{start:03d}.parquet")
+    runs = [write_run(rows[start:start + 20], lambda row: row["key"], SCHEMA, tmp_path / f"run-{start:03d}.arrow")
             for start in range(0, len(rows), 20)]  # 10 runs: two levels of merging at a fan-in of 3
-    merged = list(merge_runs(runs, lambda row: row["key"]))
+    merged = list(merge_runs(runs, lambda row: row["key"], ["key"]))
     assert [row["key"] for row in merged] == sorted(row["key"] for row in rows)
     assert sorted(row["text"] for row in merged) == sorted(row["text"] for row in rows)
-    assert len(list(tmp_path.glob("*.merged-1-*.parquet"))) == 2  # 10 -> 4 -> 2 -> the final merge
+    assert len(list(tmp_path.glob("*.merged-1-*.arrow"))) == 2  # 10 -> 4 -> 2 -> the final merge
 
 
 def test_kept_text_sizes_the_text_column_behind_nested_columns(tmp_path):
