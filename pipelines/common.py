@@ -563,7 +563,7 @@ class StageResult:
             return "skipped (already done)"
         if self.fused_into:
             return f"in {self.fused_into}'s pass"
-        together = f", one pass with {', '.join(result.stage for result in self.fused)}" if self.fused else ""
+        together = f"; {', '.join(result.stage for result in self.fused)} in its pass" if self.fused else ""
         return f"{self.seconds:.1f} s{together}"
 
 
@@ -702,15 +702,37 @@ class PassMember:
     def needs_text(self) -> bool:
         return self.annotator.reads_text or "text" in self.schema.names
 
-    def survivors(self, rows: list[dict], written: pa.Table) -> list[dict]:
-        """The rows it kept as the next stage of the pass reads them: as its part stores them (so a fused stage sees
-        what it would read back from disk), without the decision, with their text."""
-        kept = written.filter(pc.field("keep")).drop_columns(list(DECISION_COLUMNS)).to_pylist()
-        if "text" not in written.column_names:
-            for row, text in zip(kept, (row.get("text") for row in rows if row["keep"]), strict=True):
-                if text is not None:
-                    row["text"] = text
-        return kept
+
+def survivors(written: pa.Table, rows: list[dict] = ()) -> list[dict]:
+    """The rows a stage kept, as its part stores them (``written``), as the next stage reads them: without the
+    decision, with the values its part holds (a fused stage sees what it would read back), with their text (from
+    ``rows``, the dicts written, where the part does not store it)."""
+    kept = written.filter(pc.field("keep")).drop_columns(list(DECISION_COLUMNS)).to_pylist()
+    if "text" not in written.column_names:
+        for row, text in zip(kept, (row.get("text") for row in rows if row["keep"]), strict=True):
+            if text is not None:
+                row["text"] = text
+    return kept
+
+
+BATCH_ROWS = 256  # documents a per-document stage annotates at once (read in windows of this many rows of a part)
+
+
+class PassChain:
+    """The members of a pass writing part ``name`` each: fed the documents the stage before the pass kept, each member
+    annotates what the one before it kept and writes it to its part (the parts are closed with ``writers``)."""
+
+    def __init__(self, members: list[PassMember], name: str, writers: ExitStack) -> None:
+        self.members = members
+        self.adds = [writers.enter_context(part_writer(member.paths, name, member.schema, DROPPED))
+                     for member in members]
+
+    def feed(self, rows: list[dict]) -> None:
+        for member, add in zip(self.members, self.adds, strict=True):
+            if not rows:
+                return
+            rows = member.annotator.annotate(rows)
+            rows = survivors(add(rows), rows)
 
 
 class MapParts(beam.DoFn):
@@ -727,17 +749,11 @@ class MapParts(beam.DoFn):
             member.annotator.setup()
 
     def process(self, upstream_part: str) -> Iterable[str]:
-        name = Path(upstream_part).name
         with_text = any(member.needs_text() for member in self.members)
         with ExitStack() as writers:
-            adds = [writers.enter_context(part_writer(member.paths, name, member.schema, DROPPED))
-                    for member in self.members]
+            chain = PassChain(self.members, Path(upstream_part).name, writers)
             for rows in iter_kept_batches(Path(upstream_part), self.batch_size, with_text):
-                for member, add in zip(self.members, adds, strict=True):
-                    rows = member.annotator.annotate(rows)
-                    rows = member.survivors(rows, add(rows))
-                    if not rows:
-                        break
+                chain.feed(rows)
         yield upstream_part
 
 
@@ -746,39 +762,68 @@ def map_parts(config: BuildConfig, upstream: StagePaths, dofn: beam.DoFn) -> Non
     run_beam(config, lambda pipeline: each_part(pipeline, upstream, config.runner) | "EachPart" >> beam.ParDo(dofn))
 
 
-def run_document_stage(job: StageRun, step: DocumentStep, batch_size: int = 256) -> StageResult:
-    """A stage that reads the upstream survivors, annotates them in batches, and writes keep/drop per document."""
-    return run_document_pass(job, [step], [], batch_size)
+@dataclass(frozen=True)
+class Follower:
+    """A per-document stage that runs in another stage's pass: its name, its step, and its job (made once its
+    upstream's marker exists, since its input digest reads that)."""
+
+    stage: str
+    step: DocumentStep
+    job: Callable[[], StageRun]
 
 
-def run_document_pass(head: StageRun, steps: list[DocumentStep], followers: list[tuple[str, Callable[[], StageRun]]],
-                      batch_size: int = 256) -> StageResult:
-    """Per-document stages in one pass over the head's upstream parts: ``steps`` are the head's and then each
-    follower's, every follower reading what the stage before it kept. Each stage still writes its own parts, ledger
-    and marker, in order (a follower's job, named by its stage, is made once its upstream's marker exists, since its
-    input digest reads it). Only the head may store the text for its share of its source (COMPACT_BELOW): a follower
-    has it in memory. Skipped when the head is done; the followers then run on their own."""
-    if head.done():
-        return head.skipped()
+@dataclass(frozen=True)
+class FollowingPass:
+    """The stages that run, in order, in the pass of the stage before them (the head), each reading what the one
+    before it kept. Each still writes its own parts, ledger and marker. None of them stores the text for being a
+    small share of its source (COMPACT_BELOW): they have it in memory; the first stage after the pass does."""
+
+    followers: tuple[Follower, ...] = ()
+
+    def members(self, build_dir: Path, head: str, head_schema: pa.Schema) -> list[PassMember]:
+        """The followers' places in the pass behind ``head`` (its parts of ``head_schema``), their leftovers cleared."""
+        members, stage, schema = [], head, head_schema
+        for follower in self.followers:
+            step = follower.step
+            schema = derived_schema(schema, schema_text_source(stage, schema), step.added, step.consumed,
+                                    step.writes_text)
+            stage = follower.stage
+            paths = StagePaths(build_dir, stage)
+            paths.reset()
+            members.append(PassMember(paths, schema, step.annotator()))
+        return members
+
+    def finish(self, members: list[PassMember], head: str, num_partitions: int) -> tuple[StageResult, ...]:
+        """After the pass (the head's marker written): each follower's empty partitions, counts and marker, in order."""
+        results = []
+        for member, follower in zip(members, self.followers, strict=True):
+            results.append(finish_member(member, follower.step, follower.job(), num_partitions, head))
+        return tuple(results)
+
+
+ALONE = FollowingPass()  # no stage runs in this one's pass
+
+
+def finish_member(member: PassMember, step: DocumentStep, job: StageRun, num_partitions: int,
+                  fused_into: str | None = None) -> StageResult:
+    fill_empty_partitions(member.paths, member.schema, num_partitions)
+    counts = decision_counts(member.paths) | step.facts()
+    job.finish(counts)
+    return StageResult(member.paths.stage, counts, False, 0.0, fused_into=fused_into)
+
+
+def run_document_stage(job: StageRun, step: DocumentStep, following: FollowingPass = ALONE) -> StageResult:
+    """A stage that reads the upstream survivors, annotates them in batches, and writes keep/drop per document; the
+    ``following`` stages run in its pass. Skipped when it is done (the followers then run on their own)."""
+    if job.done():
+        return job.skipped()
     start = time.perf_counter()
-    previous, config = head.previous, head.config
-    schemas = [output_schema(previous, steps[0].added, steps[0].consumed, steps[0].writes_text)]
-    members_paths = [head.paths] + [StagePaths(head.build_dir, name) for name, _ in followers]
-    for step, upstream_paths in zip(steps[1:], members_paths[:-1], strict=True):
-        upstream = schemas[-1]
-        schemas.append(derived_schema(upstream, schema_text_source(upstream_paths.stage, upstream), step.added,
-                                      step.consumed, step.writes_text))
-    for paths in members_paths:
-        paths.reset()
-    members = [PassMember(paths, schema, step.annotator())
-               for paths, schema, step in zip(members_paths, schemas, steps, strict=True)]
-    with watched_disk(head.build_dir):
-        map_parts(config, previous, MapParts(members, batch_size))
-    results = []
-    for member, step, job in zip(members, steps, [lambda: head, *(make for _, make in followers)], strict=True):
-        fill_empty_partitions(member.paths, member.schema, config.num_partitions)
-        counts = decision_counts(member.paths) | step.facts()
-        job().finish(counts)
-        results.append(StageResult(member.paths.stage, counts, False, 0.0, fused_into=head.stage))
-    head_result, *fused = results
-    return dataclasses.replace(head_result, seconds=time.perf_counter() - start, fused=tuple(fused), fused_into=None)
+    config = job.config
+    schema = output_schema(job.previous, step.added, step.consumed, step.writes_text)
+    job.paths.reset()
+    members = [PassMember(job.paths, schema, step.annotator()), *following.members(job.build_dir, job.stage, schema)]
+    with watched_disk(job.build_dir):
+        map_parts(config, job.previous, MapParts(members, BATCH_ROWS))
+    result = finish_member(members[0], step, job, config.num_partitions)
+    fused = following.finish(members[1:], job.stage, config.num_partitions)
+    return dataclasses.replace(result, seconds=time.perf_counter() - start, fused=fused)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datafactory.factory.config import BuildConfig
 from datafactory.factory.records import DECISION_COLUMNS
 from datafactory.filters.heuristics import Measurement
-from datafactory.pipelines.common import DocumentStep, StageResult, StageRun, run_document_stage
+from datafactory.pipelines.common import ALONE, DocumentStep, FollowingPass, StageResult, StageRun, run_document_stage
 from datafactory.pipelines.signals import RuleSetBatch
 
 FIELDS: list = []  # the decision columns only; `signals` and `rules_lang` come from the signals stage
@@ -35,5 +35,5 @@ def step(config: BuildConfig) -> DocumentStep:
                         writes_text=config.heuristics.c4_remove_lines)
 
 
-def run(job: StageRun) -> StageResult:
-    return run_document_stage(job, step(job.config))
+def run(job: StageRun, following: FollowingPass = ALONE) -> StageResult:
+    return run_document_stage(job, step(job.config), following)

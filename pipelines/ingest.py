@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import apache_beam as beam
@@ -17,9 +19,14 @@ from datafactory.filters.blocklist import FLAGGED_BY_TRAINING, DocumentBlocklist
 from datafactory.filters.pii import PiiRedactor
 from datafactory.filters.url import UrlFilter
 from datafactory.pipelines.common import (
+    ALONE,
+    BATCH_ROWS,
     ORDER_COLUMNS,
     REPEATED_ID_MARK,
     RUN_SUFFIX,
+    FollowingPass,
+    PassChain,
+    PassMember,
     StagePaths,
     StageResult,
     StageRun,
@@ -33,12 +40,12 @@ from datafactory.pipelines.common import (
     partition_of,
     run_beam,
     run_stage,
+    survivors,
     write_run,
 )
 from datafactory.pipelines.inputs import display_path, inputs_digest, named_files_digest, resolve_inputs
 from datafactory.pipelines.readers import RecordReader
 
-MERGED_ROWS = 1024  # rows per table the merge hands on
 SPILL_TEXT_BYTES = 64 << 20  # text a reader holds before writing it out as sorted runs, one per partition
 SPILL_SCHEMA_EXTRA = [pa.field("status", pa.string())]  # a row's own terminal status, for the ledger
 
@@ -133,17 +140,27 @@ def renamed_id(doc_id: str, where: bytes, seen: set[str]) -> str:
 
 class MergePartition(beam.DoFn):
     """Writes one partition's part from its readers' sorted runs: a k-way merge in document_order, streamed as Arrow
-    tables, with repeated ids made unique on the way. Only run paths went through the shuffle."""
+    tables, with repeated ids made unique on the way. Only run paths went through the shuffle. The stages that run in
+    ingest's pass (``members``) annotate the merged documents as they are written, in the windows a stage reading
+    the part would see."""
 
-    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int) -> None:
-        self.paths, self.schema, self.total = paths, schema, total
+    def __init__(self, paths: StagePaths, schema: pa.Schema, total: int, members: list[PassMember]) -> None:
+        self.paths, self.schema, self.total, self.members = paths, schema, total, members
+
+    def setup(self) -> None:
+        for member in self.members:
+            member.annotator.setup()
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterable[int]:
         partition, runs = element
-        merged = merge_run_tables(runs, document_order, ORDER_COLUMNS, MERGED_ROWS)
-        with part_writer(self.paths, part_name("", partition, self.total), self.schema, INVALID) as add:
+        name = part_name("", partition, self.total)
+        merged = merge_run_tables(runs, document_order, ORDER_COLUMNS, BATCH_ROWS)
+        with part_writer(self.paths, name, self.schema, INVALID) as add, ExitStack() as writers:
+            chain = PassChain(self.members, name, writers)
             for table in unique_ids(merged):
-                add(table)
+                written = add(table)
+                if self.members:
+                    chain.feed(survivors(written))
         yield partition
 
 
@@ -155,22 +172,26 @@ def own_inputs(config: BuildConfig, build_dir: Path) -> str:
     return inputs_digest(resolve_inputs(config)) + named_files_digest(config, "ingest.")
 
 
-def run(job: StageRun) -> StageResult:
+def run(job: StageRun, following: FollowingPass = ALONE) -> StageResult:
+    """Ingest, and the ``following`` stages in its pass."""
     config, paths = job.config, job.paths
     files = resolve_inputs(config)
     schema = stage_schema(None, [])
 
     spill_dir = paths.stage_dir / "_runs"
     spill_schema = pa.schema([*schema, *SPILL_SCHEMA_EXTRA])
+    members: list[PassMember] = []
 
     def body() -> dict:
+        members.extend(following.members(job.build_dir, job.stage, schema))
+
         def build(pipeline: beam.Pipeline) -> None:
             (
                 pipeline
                 | "Files" >> beam.Create(list(enumerate(files)))
                 | "Read" >> beam.ParDo(SpillInputFile(config, spill_dir, spill_schema))
                 | "ByPartition" >> beam.GroupByKey()
-                | "Merge" >> beam.ParDo(MergePartition(paths, schema, config.num_partitions))
+                | "Merge" >> beam.ParDo(MergePartition(paths, schema, config.num_partitions, members))
             )
 
         run_beam(config, build)
@@ -178,4 +199,7 @@ def run(job: StageRun) -> StageResult:
         fill_empty_partitions(paths, schema, config.num_partitions)
         return decision_counts(paths)
 
-    return run_stage(job, body)
+    result = run_stage(job, body)
+    if result.skipped:
+        return result
+    return dataclasses.replace(result, fused=following.finish(members, job.stage, config.num_partitions))

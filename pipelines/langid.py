@@ -7,8 +7,10 @@ import pyarrow as pa
 from datafactory.factory.config import BuildConfig, LangidConfig
 from datafactory.filters.langid import LanguageIdentifier, keep_language
 from datafactory.pipelines.common import (
+    ALONE,
     AnnotateBatch,
     DocumentStep,
+    FollowingPass,
     StageResult,
     StageRun,
     added_names,
@@ -50,5 +52,5 @@ def step(config: BuildConfig) -> DocumentStep:
     return DocumentStep(FIELDS, lambda: IdentifyLanguage(langid))
 
 
-def run(job: StageRun) -> StageResult:
-    return run_document_stage(job, step(job.config))
+def run(job: StageRun, following: FollowingPass = ALONE) -> StageResult:
+    return run_document_stage(job, step(job.config), following)

@@ -71,8 +71,8 @@ class Stage:
     # whatever its size (worker start-up would cost more than a second core saves)
     light: Light | None = None
     # a per-document stage (its module has `step(config)`) that runs in the same pass as its upstream, which it
-    # follows in the list: one read of the documents and one set of workers for both; its parts, ledger and marker
-    # stay its own, so a resume or a threshold change still runs it alone
+    # follows in the list, when that one runs: one read of the documents and one set of workers for both; its parts,
+    # ledger and marker stay its own, so a resume or a threshold change still runs it alone
     fuses: bool = False
 
     def implementation(self) -> ModuleType:
@@ -123,24 +123,22 @@ class Stage:
         """Run the stage (or skip it when done). It reads the kept documents of its first upstream stage. Running mode
         "auto" is settled here, per stage, by the text the stage reads: the rules see a fifth of the input and dedup
         a tenth, and worker processes cost more than they save on small inputs (BENCHMARKS.md, "Running mode"). The
-        stages that fuse behind it (`fuses`) run in its pass when it runs."""
-        from datafactory.pipelines.common import run_document_pass
+        stages that fuse behind it (`fuses`) run in its pass, and its module's `run` takes them as a FollowingPass."""
+        from datafactory.pipelines.common import Follower, FollowingPass
 
         if config.runner.direct_running_mode == "auto":
             config = settle_runner(config, self.text_bytes(config, build_dir))
+        job = self.job(config, build_dir)
         followers = self.fused_followers()
         if not followers:
-            run = self.run or self.implementation().run
-            return run(self.job(config, build_dir))
-        steps = [stage.implementation().step(config) for stage in (self, *followers)]
-        return run_document_pass(self.job(config, build_dir), steps,
-                                 [(stage.name, partial(stage.job, config, build_dir)) for stage in followers])
+            return (self.run or self.implementation().run)(job)
+        following = FollowingPass(tuple(Follower(stage.name, stage.implementation().step(config),
+                                                 partial(stage.job, config, build_dir)) for stage in followers))
+        return self.implementation().run(job, following)
 
     def fused_followers(self) -> tuple[Stage, ...]:
         """The stages registered right after this one that run in its pass: each `fuses` and reads the one before it.
-        None when this stage itself fuses (it runs in its upstream's pass, or alone on a resume)."""
-        if self.fuses:
-            return ()
+        A follower left to run on its own (a resume, a changed setting) heads a pass of those after it."""
         followers: list[Stage] = []
         for stage in STAGES[STAGES.index(self) + 1:] if self in STAGES else ():
             if not stage.fuses or stage.upstream != ((followers[-1] if followers else self).name,):
@@ -155,7 +153,7 @@ STAGES: tuple[Stage, ...] = (
           settings=lambda config: {"inputs": [spec.model_dump() for spec in config.inputs],
                                    "ingest": config.ingest.model_dump()}),
     Stage("langid", ("ingest",), own_inputs=files_named_under("langid."),
-          summary="language and score per document; drops languages the config does not keep"),
+          summary="language and score per document; drops languages the config does not keep", fuses=True),
     Stage("signals", ("langid",),
           summary="measures every heuristic rule's signal once per document (keeps all)", judges=False,
           settings=lambda config: config.heuristics.measuring_settings(), fuses=True),

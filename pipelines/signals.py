@@ -10,8 +10,10 @@ import pyarrow as pa
 from datafactory.factory.config import BuildConfig, HeuristicsConfig
 from datafactory.filters.heuristics import HeuristicFilter
 from datafactory.pipelines.common import (
+    ALONE,
     AnnotateBatch,
     DocumentStep,
+    FollowingPass,
     StageResult,
     StageRun,
     added_names,
@@ -50,5 +52,5 @@ def step(config: BuildConfig) -> DocumentStep:
     return DocumentStep(FIELDS, lambda: MeasureSignals(config.heuristics))
 
 
-def run(job: StageRun) -> StageResult:
-    return run_document_stage(job, step(job.config))
+def run(job: StageRun, following: FollowingPass = ALONE) -> StageResult:
+    return run_document_stage(job, step(job.config), following)

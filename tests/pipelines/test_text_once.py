@@ -42,9 +42,9 @@ def test_a_stage_that_rewrites_the_text_becomes_its_source(small_corpus, referen
 
 
 def test_a_stage_reading_a_small_share_of_its_source_stores_their_text(small_corpus, reference_build, tmp_path):
-    """Language ID keeps German only. Signals and heuristics, in language ID's pass, have the text in memory and
-    store none; dedup, the first stage after the pass, reads a small share of ingest's documents and stores their
-    text, so the stages after it read a fraction of the corpus instead of scanning every document's text again."""
+    """Language ID keeps German only. Signals and heuristics, in language ID's pass (run here after ingest), have the
+    text in memory and store none; dedup, the first stage after the pass, reads a small share of ingest's documents
+    and stores their text, so the stages after it read a fraction of the corpus, not every document's text again."""
     out = copy_build(reference_build, tmp_path / "build")
     config = load_config(write_config(small_corpus, "german.yaml", IN_MEMORY, langid={"allow": ["de"]}))
     for name in ("langid", "signals", "heuristics", "dedup", "decontaminate", "quality"):
@@ -59,14 +59,14 @@ def test_a_stage_reading_a_small_share_of_its_source_stores_their_text(small_cor
 
 
 def test_a_stage_running_alone_on_a_small_share_stores_their_text(small_corpus, reference_build, tmp_path):
-    """Resumed after language ID (German only) finished, signals runs alone: it reads a small share of the documents
-    whose text ingest holds, so it stores theirs, and the stages after it read them there."""
+    """Resumed after language ID (German only) finished, signals heads a pass (with heuristics): it reads a small
+    share of the documents whose text ingest holds, so it stores theirs, and the stages after it read them there."""
     out = copy_build(reference_build, tmp_path / "build")
     config = load_config(write_config(small_corpus, "german.yaml", IN_MEMORY, langid={"allow": ["de"]}))
     run_stage_named("langid", config, out)
     (out / "stages" / "signals" / "_SUCCESS.json").unlink()
-    for name in ("signals", "heuristics"):
-        assert not run_stage_named(name, config, out).skipped, name
+    rerun = run_stage_named("signals", config, out)  # heuristics runs in its pass
+    assert not rerun.skipped and [fused.stage for fused in rerun.fused] == ["heuristics"]
     assert "text" not in pq.read_schema(part(out, "langid")).names
     assert "text" in pq.read_schema(part(out, "signals")).names
     assert text_source(part(out, "heuristics")) == "signals"
