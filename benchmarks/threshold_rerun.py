@@ -40,12 +40,14 @@ def config(root: Path, name: str, heuristics: dict) -> Path:
 
 
 def build(config_path: Path, out: Path) -> dict[str, float | None]:
-    """Seconds per stage; None for a stage skipped by its marker."""
-    settings, seconds = load_config(config_path), {}
+    """Seconds per stage; None for a stage skipped by its marker, 0.0 for one that ran in an earlier stage's pass
+    (its time is that stage's)."""
+    settings, seconds, in_pass = load_config(config_path), {}, set()
     for stage in STAGES:
         start = time.perf_counter()
         result = stage.execute(settings, out)
-        seconds[stage.name] = None if result.skipped else time.perf_counter() - start
+        in_pass |= {fused.stage for fused in result.fused}
+        seconds[stage.name] = 0.0 if stage.name in in_pass else None if result.skipped else time.perf_counter() - start
     return seconds
 
 
