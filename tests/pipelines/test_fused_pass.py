@@ -32,6 +32,12 @@ def outputs(out, name):
     return {path: (out / path).read_bytes() for path in marker["outputs"]}, marker
 
 
+def assert_same_outputs(out, reference, names):
+    """Every part, ledger part and marker of the ``names`` stages equals the reference build's, byte for byte."""
+    for name in names:
+        assert outputs(out, name) == outputs(reference, name), name
+
+
 def test_a_pass_writes_what_the_stages_write_one_at_a_time(small_corpus, reference_build, tmp_path):
     """The reference build ran ingest's pass; here each stage runs alone. Language ID keeps most of the demo corpus,
     so no stage stores the text either way and every part, ledger part and marker is byte-identical."""
@@ -41,8 +47,7 @@ def test_a_pass_writes_what_the_stages_write_one_at_a_time(small_corpus, referen
         (alone / "stages" / name / "_SUCCESS.json").unlink()
     for name in ("ingest", *PASS):
         assert not run_alone(name, config, alone).skipped
-    for name in ("ingest", *PASS):
-        assert outputs(alone, name) == outputs(reference_build, name), name
+    assert_same_outputs(alone, reference_build, ("ingest", *PASS))
 
 
 def test_the_pass_reports_every_stage_it_ran(small_corpus, reference_build, tmp_path):
@@ -59,8 +64,7 @@ def test_the_pass_reports_every_stage_it_ran(small_corpus, reference_build, tmp_
     for fused in result.fused:
         assert fused.counts == read_marker(out / "stages" / fused.stage)["counts"]
         assert registry.stage(fused.stage).execute(config, out).skipped  # its own task finds it done
-    for name in PASS:
-        assert outputs(out, name) == outputs(reference_build, name), name
+    assert_same_outputs(out, reference_build, PASS)
 
 
 def test_a_failure_in_the_pass_leaves_none_of_its_stages_done(small_corpus, reference_build, tmp_path, monkeypatch):
@@ -78,8 +82,7 @@ def test_a_failure_in_the_pass_leaves_none_of_its_stages_done(small_corpus, refe
     monkeypatch.undo()
     rerun = registry.stage("ingest").execute(config, out)  # the rerun runs the whole pass
     assert [fused.stage for fused in rerun.fused] == list(PASS)
-    for name in ("ingest", *PASS):
-        assert outputs(out, name) == outputs(reference_build, name), name
+    assert_same_outputs(out, reference_build, ("ingest", *PASS))
 
 
 def test_a_follower_whose_marker_is_gone_runs_alone(small_corpus, reference_build, tmp_path):
@@ -90,4 +93,4 @@ def test_a_follower_whose_marker_is_gone_runs_alone(small_corpus, reference_buil
         assert registry.stage(name).execute(config, out).skipped
     rerun = registry.stage("heuristics").execute(config, out)
     assert not rerun.skipped and rerun.fused_into is None
-    assert outputs(out, "heuristics") == outputs(reference_build, "heuristics")
+    assert_same_outputs(out, reference_build, ["heuristics"])
