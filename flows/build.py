@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -23,6 +25,7 @@ from datafactory.flows.lock import run_lock
 from datafactory.flows.retry import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_if_transient
 from datafactory.pipelines import registry
 from datafactory.pipelines.common import StageResult
+from datafactory.pipelines.watchdog import deliver
 
 
 @contextlib.contextmanager
@@ -77,6 +80,33 @@ def progress_line(result: StageResult) -> str:
     return f"✓ {result.stage}: {details} ({result.timing()})"
 
 
+@contextlib.contextmanager
+def termination_remembered() -> Iterator[Callable[[], None]]:
+    """Yields a check that ends the build if SIGTERM arrived. The handler in place (Prefect's, during a flow run) raises
+    where the main thread happens to be; inside a garbage-collection callback the exception is only printed
+    ("Exception ignored") and the build went on to its end. The check, run between stages, delivers it again where it
+    propagates."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    arrived = threading.Event()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def remember(signum: int, frame: object) -> None:
+        arrived.set()
+        deliver(previous, signum, frame)
+
+    def check() -> None:
+        if arrived.is_set():
+            remember(signal.SIGTERM, None)
+
+    signal.signal(signal.SIGTERM, remember)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_stages(config: BuildConfig, build_dir: Path) -> list[StageResult]:
     """Run every registered stage in order, showing progress on the terminal and in the flow run's log (the Prefect
     UI's Logs tab) while worker logs go to DIR/logs/."""
@@ -84,9 +114,10 @@ def run_stages(config: BuildConfig, build_dir: Path) -> list[StageResult]:
     ran_in_pass: dict[str, StageResult] = {}
     stages = registry.STAGES
     run_log = get_run_logger()
-    with os.fdopen(os.dup(2), "w", buffering=1) as terminal:
+    with os.fdopen(os.dup(2), "w", buffering=1) as terminal, termination_remembered() as stop_if_terminated:
         console = Console(file=terminal)
         for number, stage in enumerate(stages, start=1):
+            stop_if_terminated()
             log_path = build_dir / "logs" / f"{stage.name}.log"
             step = f"({number}/{len(stages)})"
             run_log.info("%s %s running (worker log: %s)", step, stage.name, log_path)
@@ -105,6 +136,7 @@ def run_stages(config: BuildConfig, build_dir: Path) -> list[StageResult]:
             console.print(line)
             run_log.info(Text.from_markup(line).plain)
             results.append(result)
+        stop_if_terminated()
     return results
 
 

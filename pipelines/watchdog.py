@@ -65,13 +65,18 @@ def ending_workers_first(handler: object) -> object:
     TerminationSignal, Python's default raises KeyboardInterrupt)."""
     def handle(signum: int, frame: object) -> None:
         kill_workers()
-        if callable(handler):
-            handler(signum, frame)
-        elif handler == signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
+        deliver(handler, signum, frame)
 
     return handle
+
+
+def deliver(handler: object, signum: int, frame: object) -> None:
+    """Do what ``handler`` (as signal.getsignal returns it) does with ``signum``: call it, or die by the default."""
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
 
 
 def _raise_stuck(signum: int, frame: object) -> None:
