@@ -185,8 +185,8 @@ def stages() -> None:
     from datafactory.pipelines.registry import STAGES
 
     print_table(["stage", "after", "adds", "does"],
-                [(stage.name, ", ".join(stage.upstream) or "inputs", ", ".join(stage.added()), stage.summary)
-                 for stage in STAGES],
+                [(stage.name, (", ".join(stage.upstream) or "inputs") + (" (in its pass)" if stage.fuses else ""),
+                  ", ".join(stage.added()), stage.summary) for stage in STAGES],
                 title="build stages (outputs in DIR/stages/<stage>/; a catalog view per stage that writes documents)")
 
 

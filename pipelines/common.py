@@ -1,4 +1,5 @@
-"""Shared Beam plumbing: runner options, reading stage parts, partitioned atomic Parquet writes, stage skipping."""
+"""Shared Beam plumbing: runner options, reading stage parts, partitioned atomic Parquet writes, sorted runs, stage
+skipping, and passes of per-document stages."""
 
 from __future__ import annotations
 
