@@ -807,6 +807,7 @@ ALONE = FollowingPass()  # no stage runs in this one's pass
 
 def finish_member(member: PassMember, step: DocumentStep, job: StageRun, num_partitions: int,
                   fused_into: str | None = None) -> StageResult:
+    """After its pass: a member's empty partitions get files, its counts are read back and its marker is written."""
     fill_empty_partitions(member.paths, member.schema, num_partitions)
     counts = decision_counts(member.paths) | step.facts()
     job.finish(counts)

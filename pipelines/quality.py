@@ -30,6 +30,7 @@ from datafactory.filters.quality_combine import CombinedScorer
 from datafactory.filters.quality_default import DEFAULT_MODEL, DEFAULT_NAME
 from datafactory.filters.quality_train import companion_paths, load_scorer, scorer_kind, train_quality_model
 from datafactory.pipelines.common import (
+    BATCH_ROWS,
     AnnotateBatch,
     MapParts,
     PassMember,
@@ -276,7 +277,7 @@ def run(job: StageRun) -> StageResult:
         if config.quality.reference is not None:
             trained = {"reference": train_reference_model(previous, config, build_dir)}
         scoring = PassMember(paths, schema, ScoreQuality(specs, quality))
-        map_parts(config, previous, MapParts([scoring], 256))  # bucket still empty
+        map_parts(config, previous, MapParts([scoring], BATCH_ROWS))  # bucket still empty
         fill_empty_partitions(paths, schema, total)
         cuts = {lang: cut_points(histogram, quality) for lang, histogram in score_histograms(paths).items()}
         write_cuts(cuts, cuts_path)
