@@ -166,7 +166,7 @@ class KeptText:
     stage's marker: nothing is read)."""
 
     kept: int
-    holder_rows: int
+    holder_rows: int  # documents whose text the holder stores
     holder_text_bytes: int  # uncompressed size of the holder's text column
 
     @property
@@ -190,11 +190,17 @@ def kept_text(paths: StagePaths) -> KeptText:
         metadata = pq.ParquetFile(holder).metadata
         # a Parquet leaf column, not an Arrow field: a map or list column before it counts as two or more
         column = next(index for index in range(metadata.num_columns) if metadata.schema.column(index).path == "text")
-        rows += metadata.num_rows
-        text_bytes += sum(metadata.row_group(group).column(column).total_uncompressed_size
-                          for group in range(metadata.num_row_groups))
+        for group in range(metadata.num_row_groups):
+            chunk = metadata.row_group(group).column(column)
+            rows += chunk.num_values - stored_nulls(chunk)  # a pass's last stage stores its kept documents' text only
+            text_bytes += chunk.total_uncompressed_size
     kept = ((read_marker(paths.stage_dir) or {}).get("counts") or {}).get("kept", rows)
     return KeptText(kept, rows, text_bytes)
+
+
+def stored_nulls(chunk: pq.ColumnChunkMetaData) -> int:
+    statistics = chunk.statistics
+    return statistics.null_count if statistics is not None and statistics.has_null_count else 0
 
 
 class TextCursor:
@@ -694,14 +700,32 @@ class DocumentStep:
 
 @dataclass(frozen=True)
 class PassMember:
-    """One stage of a pass: where it writes, its part schema, its annotator."""
+    """One stage of a pass: where it writes, its part schema, its annotator; ``without_text`` is set when it writes its
+    kept documents' text on trial: the schema its parts get if they do not keep it (see ``storing_kept_text``)."""
 
     paths: StagePaths
     schema: pa.Schema
     annotator: AnnotateBatch
+    without_text: pa.Schema | None = None
 
     def needs_text(self) -> bool:
         return self.annotator.reads_text or "text" in self.schema.names
+
+    def storing_kept_text(self, upstream: pa.Schema, upstream_stage: str, step: DocumentStep) -> PassMember:
+        """This member, as the last of a pass that reads the text anyway: it writes its kept documents' text (null for
+        the dropped) as it goes, and finish_member keeps that only if they are a small share (COMPACT_BELOW) of the
+        documents whose text the holder stores, so the stages after the pass read theirs, not every document's."""
+        if "text" in self.schema.names:
+            return self
+        schema = derived_schema(upstream, schema_text_source(upstream_stage, upstream), step.added, step.consumed,
+                                stores_text=True)
+        return dataclasses.replace(self, schema=schema, without_text=self.schema)
+
+    def keep_only_kept_text(self, rows: list[dict]) -> None:
+        if self.without_text is not None:
+            for row in rows:
+                if not row["keep"]:
+                    row["text"] = None
 
 
 def survivors(written: pa.Table, rows: list[dict] = ()) -> list[dict]:
@@ -733,6 +757,7 @@ class PassChain:
             if not rows:
                 return
             rows = member.annotator.annotate(rows)
+            member.keep_only_kept_text(rows)
             rows = survivors(add(rows), rows)
 
 
@@ -776,22 +801,26 @@ class Follower:
 @dataclass(frozen=True)
 class FollowingPass:
     """The stages that run, in order, in the pass of the stage before them (the head), each reading what the one
-    before it kept. Each still writes its own parts, ledger and marker. None of them stores the text for being a
-    small share of its source (COMPACT_BELOW): they have it in memory; the first stage after the pass does."""
+    before it kept. Each still writes its own parts, ledger and marker. Only the last may store the text for keeping
+    a small share of its source (COMPACT_BELOW): the others have it in memory (PassMember.storing_kept_text)."""
 
     followers: tuple[Follower, ...] = ()
 
-    def members(self, build_dir: Path, head: str, head_schema: pa.Schema) -> list[PassMember]:
-        """The followers' places in the pass behind ``head`` (its parts of ``head_schema``), their leftovers cleared."""
-        members, stage, schema = [], head, head_schema
+    def members(self, build_dir: Path, head: str, head_schema: pa.Schema, head_reads_text: bool) -> list[PassMember]:
+        """The followers' places in the pass behind ``head`` (its parts of ``head_schema``), their leftovers cleared;
+        the last one stores its kept documents' text on trial when the pass reads the text anyway."""
+        members: list[PassMember] = []
+        stage, schema = head, head_schema
         for follower in self.followers:
             step = follower.step
-            schema = derived_schema(schema, schema_text_source(stage, schema), step.added, step.consumed,
-                                    step.writes_text)
-            stage = follower.stage
-            paths = StagePaths(build_dir, stage)
+            paths = StagePaths(build_dir, follower.stage)
             paths.reset()
-            members.append(PassMember(paths, schema, step.annotator()))
+            member = PassMember(paths, derived_schema(schema, schema_text_source(stage, schema), step.added,
+                                                      step.consumed, step.writes_text), step.annotator())
+            if follower is self.followers[-1] and (head_reads_text or any(m.needs_text() for m in [*members, member])):
+                member = member.storing_kept_text(schema, stage, step)
+            members.append(member)
+            stage, schema = follower.stage, member.schema
         return members
 
     def finish(self, members: list[PassMember], head: str, num_partitions: int) -> tuple[StageResult, ...]:
@@ -810,8 +839,22 @@ def finish_member(member: PassMember, step: DocumentStep, job: StageRun, num_par
     """After its pass: a member's empty partitions get files, its counts are read back and its marker is written."""
     fill_empty_partitions(member.paths, member.schema, num_partitions)
     counts = decision_counts(member.paths) | step.facts()
+    if member.without_text is not None:
+        holder = StagePaths(member.paths.build_dir, schema_text_source(member.paths.stage, member.without_text))
+        if counts["kept"] >= COMPACT_BELOW * kept_text(holder).holder_rows:
+            strip_text(member.paths, member.without_text)
     job.finish(counts)
     return StageResult(member.paths.stage, counts, False, 0.0, fused_into=fused_into)
+
+
+def strip_text(paths: StagePaths, schema: pa.Schema) -> None:
+    """Rewrite a stage's parts as parts of ``schema``: the same but the text column, in the same row groups (the
+    bytes the stage writes when it stores no text)."""
+    for part in paths.parts():
+        stored = pq.ParquetFile(part)
+        with atomic_path(part) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for group in range(stored.num_row_groups):
+                writer.write_table(stored.read_row_group(group, columns=schema.names).cast(schema))
 
 
 def run_document_stage(job: StageRun, step: DocumentStep, following: FollowingPass = ALONE) -> StageResult:
@@ -823,7 +866,10 @@ def run_document_stage(job: StageRun, step: DocumentStep, following: FollowingPa
     config = job.config
     schema = output_schema(job.previous, step.added, step.consumed, step.writes_text)
     job.paths.reset()
-    members = [PassMember(job.paths, schema, step.annotator()), *following.members(job.build_dir, job.stage, schema)]
+    head = PassMember(job.paths, schema, step.annotator())
+    if not following.followers and head.needs_text():
+        head = head.storing_kept_text(pq.read_schema(job.previous.parts()[0]), job.previous.stage, step)
+    members = [head, *following.members(job.build_dir, job.stage, schema, head.needs_text())]
     with watched_disk(job.build_dir):
         map_parts(config, job.previous, MapParts(members, BATCH_ROWS))
     result = finish_member(members[0], step, job, config.num_partitions)

@@ -183,7 +183,7 @@ def run(job: StageRun, following: FollowingPass = ALONE) -> StageResult:
     members: list[PassMember] = []
 
     def body() -> dict:
-        members.extend(following.members(job.build_dir, job.stage, schema))
+        members.extend(following.members(job.build_dir, job.stage, schema, head_reads_text=True))
 
         def build(pipeline: beam.Pipeline) -> None:
             (

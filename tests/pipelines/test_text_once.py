@@ -42,19 +42,21 @@ def test_a_stage_that_rewrites_the_text_becomes_its_source(small_corpus, referen
 
 
 def test_a_stage_reading_a_small_share_of_its_source_stores_their_text(small_corpus, reference_build, tmp_path):
-    """Language ID keeps German only. Signals and heuristics, in language ID's pass (run here after ingest), have the
-    text in memory and store none; dedup, the first stage after the pass, reads a small share of ingest's documents
-    and stores their text, so the stages after it read a fraction of the corpus, not every document's text again."""
+    """Language ID keeps German only. Heuristics, the last stage of language ID's pass (run here after ingest), keeps
+    a small share of ingest's documents and stores their text (the dropped ones' is null), so the stages after the
+    pass read a fraction of the corpus, not every document's text again; language ID and signals store none."""
     out = copy_build(reference_build, tmp_path / "build")
     config = load_config(write_config(small_corpus, "german.yaml", IN_MEMORY, langid={"allow": ["de"]}))
     for name in ("langid", "signals", "heuristics", "dedup", "decontaminate", "quality"):
         run_stage_named(name, config, out)
     kept = {name: read_marker(out / "stages" / name)["counts"]["kept"] for name in ("ingest", "heuristics")}
     assert 0 < kept["heuristics"] < COMPACT_BELOW * kept["ingest"]
-    for name in ("langid", "signals", "heuristics"):
+    for name in ("langid", "signals"):
         assert text_source(part(out, name)) == "ingest", name
-    assert "text" in pq.read_schema(part(out, "dedup")).names
-    assert text_source(part(out, "quality")) == "dedup"
+    stored = pq.read_table(part(out, "heuristics"), columns=["keep", "text"]).to_pylist()
+    assert any(not row["keep"] for row in stored)
+    assert all((row["text"] is not None) == row["keep"] for row in stored)
+    assert text_source(part(out, "dedup")) == text_source(part(out, "quality")) == "heuristics"
     assert_texts_are_ingests(out, "quality")
 
 
