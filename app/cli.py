@@ -575,8 +575,9 @@ def quality_train(
     data: Path = typer.Argument(..., help="labelled JSONL (`label`: hq|lq); with NEGATIVES, all of it is hq"),
     negatives: Path | None = typer.Argument(None, help="JSONL of low-quality / random web text (DCLM recipe)"),
     out: Path = typer.Option(..., "--out", help="model file to write (MODEL.json beside it: data hash, metrics)"),
-    kind: str = typer.Option("fasttext", "--kind", help="fasttext (classifier), lm_ratio (two unigram LMs) or "
-                             "combiner (both, and the heuristic signals)"),
+    kind: str = typer.Option("blend", "--kind", help="blend (a fastText classifier of your data blended with the "
+                             "built-in default model), fasttext (the classifier alone), lm_ratio (two unigram LMs) "
+                             "or combiner (both, and the heuristic signals)"),
     text_field: str = typer.Option("text", "--text-field"),
     heldout: float = typer.Option(0.1, "--heldout", help="share of documents held out for the metrics"),
     seed: int = typer.Option(0, "--seed"),

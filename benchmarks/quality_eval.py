@@ -1,6 +1,6 @@
 """Quality scorers: k-fold ROC-AUC and precision@top-10% on labelled data, and scoring speed vs bare fastText;
 with --half, the issue-18 measure: trained on one half, judged on the other half's documents that survive the rules
-and dedup, the combiner beside a plain fastText and the built-in default model.
+and dedup, `factory quality train`'s kinds beside a plain fastText and the built-in default model.
 
     .venv/bin/python benchmarks/quality_eval.py [--data ../shared/data] [--folds 5] [--half]
 
@@ -55,9 +55,10 @@ def cross_validate(rows: list[dict], folds: int) -> dict[str, np.ndarray]:
 def report_quality(rows: list[dict], scores: dict[str, np.ndarray]) -> None:
     positive = np.array([row["label"] == "hq" for row in rows])
     dclm = np.array([row["source"] == "dclm-human-annotation" for row in rows])
-    print(f"\n{'scorer':<14}{'AUC all':>9}{'P@10% all':>11}{'AUC DCLM':>10}{'P@10% DCLM':>12}")
+    width = max(map(len, scores)) + 2
+    print(f"\n{'scorer':<{width}}{'AUC all':>9}{'P@10% all':>11}{'AUC DCLM':>10}{'P@10% DCLM':>12}")
     for name, values in scores.items():
-        print(f"{name:<14}{roc_auc(values, positive):>9.3f}{precision_at_top(values, positive):>11.3f}"
+        print(f"{name:<{width}}{roc_auc(values, positive):>9.3f}{precision_at_top(values, positive):>11.3f}"
               f"{roc_auc(values[dclm], positive[dclm]):>10.3f}{precision_at_top(values[dclm], positive[dclm]):>12.3f}")
     print(f"({len(rows)} documents, {positive.mean():.2f} hq; DCLM subset {dclm.sum()} documents, "
           f"{positive[dclm].mean():.2f} hq; chance AUC 0.5, chance P@10% = the hq share)")
@@ -90,8 +91,9 @@ def survivors(rows: list[dict]) -> list[dict]:
 
 
 def half_split(rows: list[dict]) -> None:
-    """Trains a plain fastText (unigrams, 10 epochs, as the issue's baseline) and a combiner on one half (by a hash
-    of the id); reports ROC-AUC on the other half's survivors, with the built-in default model on the same ones."""
+    """Trains a plain fastText (unigrams, 10 epochs, as the issue's baseline) and `factory quality train`'s kinds on
+    one half (by a hash of the id); reports ROC-AUC on the other half's survivors, with the built-in default model on
+    the same ones."""
     from datafactory.filters.quality import train_classifier
     from datafactory.filters.quality_default import DEFAULT_MODEL
     from datafactory.filters.quality_train import train_quality_model
@@ -102,13 +104,13 @@ def half_split(rows: list[dict]) -> None:
     texts = [row["text"] for row in test]
     with tempfile.TemporaryDirectory() as tmp:
         plain = train_classifier(examples, Path(tmp) / "plain.bin", word_ngrams=1)
-        train_quality_model(examples, Path(tmp) / "q.combiner", "combiner", heldout_fraction=0.1)
-        train_quality_model(examples, Path(tmp) / "q.fasttext", "fasttext", heldout_fraction=0.1)
-        scores = {"plain fastText (unigrams)": np.array(load_scorer(plain).score(texts)),
-                  "`factory quality train` (default kind: fastText, bigrams)":
-                      np.array(load_scorer(Path(tmp) / "q.fasttext").score(texts)),
-                  "combiner, trained on the half": np.array(load_scorer(Path(tmp) / "q.combiner").score(texts)),
-                  "built-in default model": np.array(load_scorer(DEFAULT_MODEL).score(texts))}
+        kinds = {"`factory quality train` (default kind: blend)": "blend", "--kind fasttext": "fasttext",
+                 "--kind combiner": "combiner"}
+        scores = {"plain fastText (unigrams)": np.array(load_scorer(plain).score(texts))}
+        for name, kind in kinds.items():
+            train_quality_model(examples, Path(tmp) / f"q.{kind}", kind, heldout_fraction=0.1)
+            scores[name] = np.array(load_scorer(Path(tmp) / f"q.{kind}").score(texts))
+        scores["built-in default model"] = np.array(load_scorer(DEFAULT_MODEL).score(texts))
     print(f"trained on {len(train)} documents; judged on the {len(test)} of the other half that survive the rules "
           "and dedup")
     report_quality(test, scores)

@@ -24,9 +24,10 @@ from datafactory.factory.atomic import write_text_atomic
 from datafactory.factory.errors import UserError
 from datafactory.filters.lm_quality import REFERENCE_SUFFIX, Calibration, LMRatioScorer, train_lm_ratio
 from datafactory.filters.quality import HQ, LQ, QualityScorer, Scorer, train_classifier
+from datafactory.filters.quality_blend import BlendedScorer
 from datafactory.filters.quality_combine import CombinedScorer, fit_combiner, inner_model_paths
 
-KINDS: tuple[str, ...] = ("fasttext", "lm_ratio", "combiner")
+KINDS: tuple[str, ...] = ("blend", "fasttext", "lm_ratio", "combiner")
 SIDECAR_SUFFIX = ".json"
 
 
@@ -114,10 +115,29 @@ def evaluate(scorer: Scorer, examples: list[tuple[str, str]]) -> dict[str, float
 
 def companion_paths(model_path: str | Path) -> list[Path]:
     """The files a model of any kind may need beside it: its sidecar, the LM ratio's second LM, a combiner's inner
-    models and theirs."""
+    models and theirs; for a blend, the built-in default model and its files."""
     own = [sidecar_path(model_path), Path(f"{model_path}{REFERENCE_SUFFIX}")]
     inner = [(path, sidecar_path(path), Path(f"{path}{REFERENCE_SUFFIX}")) for path in inner_model_paths(model_path)]
-    return own + [path for paths in inner for path in paths]
+    own += [path for paths in inner for path in paths]
+    if read_sidecar(model_path).get("kind") == "blend":
+        own += [default_model(), *companion_paths(default_model())]
+    return own
+
+
+def default_model() -> Path:
+    """The built-in default model (quality_default, which imports this module, says how it is trained)."""
+    from datafactory.filters.quality_default import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def model_digest(model_path: str | Path) -> str:
+    """sha256 over a model file and every companion file it has."""
+    digest = hashlib.sha256()
+    for path in (Path(model_path), *companion_paths(model_path)):
+        if path.is_file():
+            digest.update(f"{path.name}\x00".encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def missing_inner_model(model_path: str | Path, kind: str | None) -> Path | None:
@@ -155,6 +175,11 @@ def load_scorer(model_path: str | Path, kind: str | None = None) -> Scorer:
         return LMRatioScorer(model_path, Calibration(**sidecar["calibration"]))
     if kind == "combiner":
         return CombinedScorer(model_path, load_scorer)
+    if kind == "blend":
+        if read_sidecar(model_path).get("prior_sha256") != model_digest(default_model()):
+            raise ValueError(f"{model_path} was blended with another built-in default model than this version's; "
+                             "retrain it with `factory quality train`")
+        return BlendedScorer(QualityScorer(model_path), load_scorer(default_model()))
     raise ValueError(f"unknown quality scorer kind {kind!r} for {model_path} (expected one of {KINDS})")
 
 
@@ -164,9 +189,9 @@ COMPACT_FASTTEXT = {"dim": 16, "min_count": 3, "bucket": 20_000}  # ~5 MB instea
 def fit(kind: str, examples: list[tuple[str, str]], out: Path, seed: int, compact: bool = False) -> dict:
     """Train one model of `kind` at `out` and write the sidecar that loading it needs; returns that sidecar.
     `compact` trades a little of a fastText classifier's reach for a model small enough to ship."""
-    if kind == "fasttext":
+    if kind in ("fasttext", "blend"):  # a blend is a fastText classifier scored beside the built-in default model
         train_classifier(examples, out, seed=seed, **(COMPACT_FASTTEXT if compact else {}))
-        sidecar = {"kind": kind}
+        sidecar = {"kind": kind} | ({"prior_sha256": model_digest(default_model())} if kind == "blend" else {})
     elif kind == "lm_ratio":
         sidecar = {"kind": kind, "calibration": asdict(train_lm_ratio(examples, out))}
     elif kind == "combiner":

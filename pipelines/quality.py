@@ -26,6 +26,7 @@ from datafactory.factory.config import (
 )
 from datafactory.factory.shards import sha256_file
 from datafactory.filters.quality import HQ, LQ, Scorer, bucket_for
+from datafactory.filters.quality_blend import BlendedScorer
 from datafactory.filters.quality_combine import CombinedScorer
 from datafactory.filters.quality_default import DEFAULT_MODEL, DEFAULT_NAME
 from datafactory.filters.quality_train import companion_paths, load_scorer, scorer_kind, train_quality_model
@@ -174,9 +175,9 @@ class ScoreQuality(AnnotateBatch):
 
     @staticmethod
     def score(scorer: Scorer, texts: list[str], rows: list[dict]) -> tuple[list[float], dict[str, list[float]]]:
-        """A scorer's values, and a combiner's inputs beside them (it reads the signals the signals stage stored;
-        other scorers read the text alone)."""
-        if isinstance(scorer, CombinedScorer):
+        """A scorer's values, and a combiner's or a blend's inputs beside them (they read the signals the signals stage
+        stored; other scorers read the text alone)."""
+        if isinstance(scorer, CombinedScorer | BlendedScorer):
             return scorer.score_with_signals(texts, [row["signals"] for row in rows])
         return scorer.score(texts), {}
 

@@ -19,7 +19,7 @@ def test_train_from_labelled_file_and_from_two_inputs(tmp_path):
                                       str(tmp_path / "q.bin")])
     assert result.exit_code == 0, result.output
     sidecar = json.loads((tmp_path / "q.bin.json").read_text())
-    assert sidecar["kind"] == "fasttext" and sidecar["heldout"]["roc_auc"] > 0.9
+    assert sidecar["kind"] == "blend" and sidecar["heldout"]["roc_auc"] > 0.9  # the default kind
     write_jsonl(tmp_path / "pos.jsonl", [{"body": t} for t, label in examples if label == "hq"])
     write_jsonl(tmp_path / "neg.jsonl", [{"body": t} for t, label in examples if label == "lq"])
     result = CliRunner().invoke(app, ["quality", "train", str(tmp_path / "pos.jsonl"), str(tmp_path / "neg.jsonl"),

@@ -53,6 +53,21 @@ def test_a_combiner_shows_its_inputs_beside_its_score():
     assert row["quality_score"] == pytest.approx(each["default"], rel=1e-6)
 
 
+def test_a_blend_shows_both_inputs_and_reads_the_stored_signals(tmp_path, monkeypatch):
+    """A blend's prior (the built-in combiner) takes the row's stored signals: nothing measures them again."""
+    train_quality_model(synthetic_examples(80), tmp_path / "mine.bin", "blend")
+    spec = ScorerSpec(model=str(tmp_path / "mine.bin"))
+    dofn = ScoreQuality([spec], QualityConfig())
+    dofn.setup()
+    monkeypatch.setattr("datafactory.filters.quality_combine.measure_signals", lambda texts: pytest.fail("measured"))
+    (row,) = dofn.annotate([{"text": "Researchers spent two years studying medieval trade routes.",
+                             "signals": [("stop_words", 4.0), ("n_words", 8.0)]}])
+    each = dict(row["quality_scores"])
+    assert set(each) == {"mine", "mine.fasttext", "mine.default"}
+    assert min(each["mine.fasttext"], each["mine.default"]) <= each["mine"] <= max(each["mine.fasttext"],
+                                                                                   each["mine.default"])
+
+
 def test_models_digest_follows_a_combiners_inner_models(tmp_path):
     from datafactory.filters.quality_combine import inner_model_paths
 
