@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from datafactory.filters.text import (
     cjk_ratio,
@@ -107,3 +109,24 @@ def test_no_space_ranges_cover_the_scripts_written_without_spaces():
     assert missed == ["0x16fe3", "0x16ff0", "0x16ff1", "0x16ff2", "0x16ff3", "0x16ff4", "0x16ff5",
                       "0x16ff6"], missed
     assert not any(is_cjk(ch) for ch in "aéßжΩ٣ 12,.!?;:")
+
+
+def regex_normalize_for_hash(text: str) -> str:
+    """The definition normalize_for_hash computes with numpy tables: the regex classes applied to the text."""
+    import unicodedata
+
+    import regex
+
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = regex.sub(r"[\p{P}\p{S}\p{Cf}]+", "", text)
+    return " ".join(regex.sub(r"\p{Nd}+", "0", text).split())
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
+def test_normalize_for_hash_is_its_regex_definition(text: str) -> None:
+    assert normalize_for_hash(text) == regex_normalize_for_hash(text)
+
+
+def test_normalize_for_hash_on_edges() -> None:
+    for text in ("", " ", "  \n\t ", "!!!", "1,000 and ２,５００", " a  b ", "x\u200by", "\x1cword\x1f", "١٢٣ ४५"):
+        assert normalize_for_hash(text) == regex_normalize_for_hash(text), repr(text)
