@@ -8,7 +8,7 @@ from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from datafactory.factory.errors import UserError
 
@@ -471,6 +471,7 @@ class RunnerConfig(Strict):
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra Beam pipeline options, e.g. flink_master"
     )
+    _settled_from_auto: bool = PrivateAttr(False)
 
     @field_validator("runner")
     @classmethod
@@ -485,7 +486,14 @@ class RunnerConfig(Strict):
         if self.direct_running_mode != "auto":
             return self
         mode = "in_memory" if input_bytes <= self.auto_in_memory_bytes else "multi_processing"
-        return self.model_copy(update={"direct_running_mode": mode})
+        settled = self.model_copy(update={"direct_running_mode": mode})
+        settled._settled_from_auto = True
+        return settled
+
+    def for_text_free_pipeline(self) -> RunnerConfig:
+        """The mode for a pipeline of a stage that reads no text (dedup's key groupings): in process where "auto"
+        chose the stage's mode, as for a stage reading none (the outputs are the same bytes either way)."""
+        return self.model_copy(update={"direct_running_mode": "in_memory"}) if self._settled_from_auto else self
 
     @property
     def local_workers(self) -> int | None:

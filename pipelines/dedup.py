@@ -46,7 +46,6 @@ from datafactory.pipelines.common import (
     fill_empty_partitions,
     iter_kept_batches,
     output_schema,
-    parquet_rows,
     part_name,
     partition_of,
     read_kept_batches,
@@ -106,6 +105,16 @@ def in_pass(key: str, index: int, passes: int) -> bool:
     return passes == 1 or int(key[-8:], 16) % passes == index
 
 
+# A part's keys travel to the grouping as one list per shard, not one element per key: most LSH buckets hold a single
+# document, and a Beam element per band key was most of the stage's time. Shards come from other bits than in_pass's,
+# so every pass spreads its keys over all of them.
+KEY_SHARDS = 16
+
+
+def shard_of(key: str) -> int:
+    return int(key[-16:-8], 16) % KEY_SHARDS
+
+
 class SignatureStore:
     """MinHash signatures written by KeysOfPart, one raw uint32 file per upstream part (a row per document, appended
     a batch at a time), read back memory-mapped by ordinal (part << 32 | row): verification looks them up instead of
@@ -133,9 +142,9 @@ KEYS_SCHEMA = pa.schema([("node", pa.string()), ("ordinal", pa.int64()), ("bands
 
 
 class KeysOfPart(beam.DoFn):
-    """One upstream part's documents as dedup keys (node, ordinal, LSH band keys), a batch at a time, their
-    signatures saved for verification; `spill` writes the keys to Parquet for the key-range passes instead of
-    emitting them. Either way a worker holds one batch, not the part."""
+    """One upstream part's documents as dedup keys (node, ordinal, LSH band keys), a list per batch, their signatures
+    saved for verification; `spill` writes the keys to Parquet for the key-range passes instead of emitting them
+    (a row group per batch). Either way a worker holds one batch, not the part."""
 
     def __init__(self, config: DedupConfig, parts: list[str], work: Path, spill: bool) -> None:
         self.config, self.parts, self.work, self.spill = config, parts, work, spill
@@ -164,7 +173,7 @@ class KeysOfPart(beam.DoFn):
                 if signatures is not None:
                     signatures.write(np.ascontiguousarray(batch_signatures, dtype=np.uint32).tobytes())
                 if writer is None:
-                    yield from keys
+                    yield keys
                 else:
                     writer.write_table(pa.Table.from_pylist(keys, schema=KEYS_SCHEMA))
 
@@ -187,29 +196,36 @@ class KeysOfPart(beam.DoFn):
 
 def read_keys(pipeline: beam.Pipeline, directory: Path) -> beam.PCollection:
     files = [str(path) for path in sorted(directory.glob("*.parquet"))]
-    return pipeline | "KeyFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(parquet_rows)
+    return pipeline | "KeyFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(row_group_rows)
 
 
-def exact_pairs(key: dict, index: int, passes: int) -> Iterable[tuple[str, str]]:
-    exact = key["node"][-KEY_WIDTH:]
-    if exact != NO_EXACT and in_pass(exact, index, passes):
-        yield exact, key["node"]
+def row_group_rows(path: str) -> Iterator[list[dict]]:
+    file = pq.ParquetFile(path)
+    for group in range(file.num_row_groups):
+        yield file.read_row_group(group).to_pylist()
 
 
-def band_pairs(key: dict, index: int, passes: int) -> Iterable[tuple[str, tuple[str, int]]]:
-    for band in key["bands"]:
-        if in_pass(band, index, passes):
-            yield band, (key["node"], key["ordinal"])
+Keyed = tuple[str, str, int]  # (exact or band key, node, ordinal)
 
 
-def group_star(element: tuple[str, Iterable[str]]) -> Iterable[Edge]:
-    """A star over each exact-key group, centred on its smallest node."""
-    return star(element[1])[1]
+def sharded_keys(batch: list[dict], index: int, passes: int) -> Iterable[tuple[tuple[str, int], list[Keyed]]]:
+    """A batch of documents' exact and band keys of key range ``index``, as one list per (kind, shard)."""
+    shards: dict[tuple[str, int], list[Keyed]] = {}
+    for key in batch:
+        node, ordinal = key["node"], key["ordinal"]
+        exact = node[-KEY_WIDTH:]
+        if exact != NO_EXACT and in_pass(exact, index, passes):
+            shards.setdefault(("exact", shard_of(exact)), []).append((exact, node, ordinal))
+        for band in key["bands"]:
+            if in_pass(band, index, passes):
+                shards.setdefault(("band", shard_of(band)), []).append((band, node, ordinal))
+    return shards.items()
 
 
-class BucketEdges(beam.DoFn):
-    """A star over each LSH bucket, centred on its smallest node; with verification, only the members whose estimated
-    Jaccard with the centre (share of equal signature values) reaches the threshold."""
+class ShardEdges(beam.DoFn):
+    """The edges of one shard of keys: a star over each exact-key group and over each LSH bucket, centred on its
+    smallest node; in a bucket, with verification, only the members whose estimated Jaccard with the centre (share
+    of equal signature values) reaches the threshold."""
 
     def __init__(self, signatures: Path | None, threshold: float, num_perm: int) -> None:
         self.signatures, self.threshold, self.num_perm = signatures, threshold, num_perm
@@ -217,8 +233,17 @@ class BucketEdges(beam.DoFn):
     def setup(self) -> None:
         self.store = SignatureStore(self.signatures, self.num_perm) if self.signatures else None
 
-    def process(self, element: tuple[str, Iterable[tuple[str, int]]]) -> Iterable[Edge]:
-        members = list(element[1])
+    def process(self, element: tuple[tuple[str, int], Iterable[list[Keyed]]]) -> Iterable[Edge]:
+        (kind, _), lists = element
+        groups: dict[str, list[tuple[str, int]]] = {}
+        for keyed in lists:
+            for key, node, ordinal in keyed:
+                groups.setdefault(key, []).append((node, ordinal))
+        for members in groups.values():
+            if len(members) > 1:
+                yield from (star(node for node, _ in members)[1] if kind == "exact" else self.bucket_edges(members))
+
+    def bucket_edges(self, members: list[tuple[str, int]]) -> Iterable[Edge]:
         centre, centre_ordinal = min(members)
         anchor = self.store[centre_ordinal] if self.store else None
         for node, ordinal in members:
@@ -231,20 +256,18 @@ class BucketEdges(beam.DoFn):
 
 def graph_edges(keys: beam.PCollection, config: DedupConfig, work: Path, index: int = 0, passes: int = 1
                 ) -> beam.PCollection:
-    """Duplicate edges among the keys of one key range: exact-key groups and (verified) LSH buckets."""
-    edge_sets = []
-    if config.exact:
-        edge_sets.append(keys | "ExactKeys" >> beam.FlatMap(exact_pairs, index, passes)
-                         | "GroupExact" >> beam.GroupByKey() | "ExactEdges" >> beam.FlatMap(group_star))
-    if config.minhash:
-        signatures = work / "signatures" if config.verify else None
-        edge_sets.append(keys | "BandKeys" >> beam.FlatMap(band_pairs, index, passes)
-                         | "GroupBands" >> beam.GroupByKey()
-                         | "BucketEdges" >> beam.ParDo(BucketEdges(signatures, config.verify_threshold,
-                                                                 config.num_perm)))
-    if not edge_sets:
+    """Duplicate edges among the keys of one key range (``keys``: lists of a batch's keys): exact-key groups and
+    (verified) LSH buckets."""
+    if not (config.exact or config.minhash):
         return keys.pipeline | "NoEdges" >> beam.Create([])
-    return tuple(edge_sets) | "AllEdges" >> beam.Flatten() | "DistinctEdges" >> beam.Distinct()
+    signatures = work / "signatures" if config.minhash and config.verify else None
+    return (
+        keys
+        | "ShardKeys" >> beam.FlatMap(sharded_keys, index, passes)
+        | "GroupShards" >> beam.GroupByKey()
+        | "ShardEdges" >> beam.ParDo(ShardEdges(signatures, config.verify_threshold, config.num_perm))
+        | "DistinctEdges" >> beam.Distinct()
+    )
 
 
 def cluster_info(element: tuple[str, Iterable[str]], survivor: str) -> Iterable[tuple[str, dict]]:
@@ -442,6 +465,9 @@ def run(job: StageRun) -> StageResult:
     work = paths.stage_dir / "_work"
     parts = [str(path) for path in previous.parts()]
     passes = key_passes(previous, dedup)
+    # the key-range passes group keys and no text; so does the first pipeline after them, unless it rewrites the text
+    grouping = config.model_copy(update={"runner": config.runner.for_text_free_pipeline()})
+    first_config = grouping if passes > 1 and not text_dedup.rewrites else config
 
     def keys_of_parts(pipeline: beam.Pipeline, spill: bool) -> beam.PCollection:
         keys = KeysOfPart(dedup, parts, work, spill)
@@ -488,16 +514,16 @@ def run(job: StageRun) -> StageResult:
         if passes > 1:
             run_beam(config, lambda pipeline: keys_of_parts(pipeline, spill=True))
             for index in range(passes):
-                run_beam(config, key_range(index))
-        run_beam(config, first)
+                run_beam(grouping, key_range(index))
+        run_beam(first_config, first)
         step = 0
         while violations(work / f"edges-{step}"):
             if (step + 2) * ROUNDS_PER_PIPELINE > dedup.max_rounds:
                 raise RuntimeError(f"dedup: clusters are not stars after {dedup.max_rounds} rounds (dedup.max_rounds)")
-            run_beam(config, more(step))
+            run_beam(grouping, more(step))
             step += 1
         if step:
-            run_beam(config, rewrite(step))  # same partitions, same file names: replaces the first pipeline's output
+            run_beam(first_config, rewrite(step))  # same partitions, same file names: replaces the first's output
         fill_empty_partitions(paths, schema, total)
         counts = dedup_counts(paths, dedup, (step + 1) * ROUNDS_PER_PIPELINE, count_edges(work / f"edges-{step}"))
         shutil.rmtree(work)

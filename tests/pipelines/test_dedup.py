@@ -156,6 +156,13 @@ def test_key_ranges_split_the_keys_without_overlap():
     assert {found[0] for found in owners} == {0, 1, 2}
 
 
+def test_every_key_range_spreads_over_all_shards():
+    """Keys travel to the grouping in shards; a key range (in_pass) must not leave shards empty."""
+    keys = [exact_key("word " * i) for i in range(1, 400)]
+    for index in range(2):
+        assert {dedup.shard_of(key) for key in keys if dedup.in_pass(key, index, 2)} == set(range(dedup.KEY_SHARDS))
+
+
 def test_earliest_date_survives_with_exact_dedup_alone(demo, tmp_path):
     settings = {"survivor": "earliest_date", "minhash": False, "paragraphs": {"enabled": False}}
     rows = run_dedup(fresh_build(demo, tmp_path), **settings)

@@ -111,6 +111,16 @@ def test_auto_runs_small_inputs_in_process_and_large_ones_in_workers():
     assert RunnerConfig(direct_running_mode="multi_threading").for_input(10).direct_running_mode == "multi_threading"
 
 
+def test_a_text_free_pipeline_runs_in_process_only_where_auto_chose_the_mode():
+    from datafactory.factory.config import RunnerConfig
+
+    settled = RunnerConfig(auto_in_memory_bytes=1000).for_input(1001)
+    assert settled.direct_running_mode == "multi_processing"
+    assert settled.for_text_free_pipeline().direct_running_mode == "in_memory"
+    chosen = RunnerConfig(direct_running_mode="multi_processing")
+    assert chosen.for_text_free_pipeline().direct_running_mode == "multi_processing"  # the user's choice stands
+
+
 def test_auto_is_settled_per_stage_by_the_text_it_reads(small_corpus, reference_build):
     """A stage after the rules reads a fraction of the input: "auto" sizes each stage by what its upstream kept."""
     import duckdb
