@@ -9,6 +9,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import islice, repeat
@@ -598,7 +599,11 @@ class StageRun:
     stage: str
     reads: str | None
     config_hash: str  # of the settings the stage reads
-    input_hash: str
+    input_digest: Future[str]  # settled before the run where the stage may be done, else computed while it runs
+
+    @property
+    def input_hash(self) -> str:
+        return self.input_digest.result()
 
     @property
     def paths(self) -> StagePaths:
@@ -677,7 +682,9 @@ class AnnotateBatch:
     """Base for per-document stages: loads its model once per worker (setup), then judges documents a batch at a
     time (annotate: the rows, updated in place, in their order)."""
 
-    reads_text = True  # False: annotate needs only the upstream columns, so the text is not read unless stored
+    # False: annotate needs only the upstream columns, so the text is not read unless stored; known when the annotator
+    # is made (a pass decides by it whether its last stage may store the text), setup may only lower it
+    reads_text = True
 
     def setup(self) -> None:
         return None

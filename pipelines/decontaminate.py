@@ -48,6 +48,7 @@ def index_directory(config: BuildConfig, build_dir: Path) -> Path:
 class Decontaminate(AnnotateBatch):
     def __init__(self, index: Path, config: DecontaminateConfig) -> None:
         self.index_path, self.config = index, config
+        self.reads_text = bool(config.eval_sets)  # before setup: the pass decides whether it has the text at hand
 
     def setup(self) -> None:
         index = ContaminationIndex.load(self.index_path)
