@@ -390,7 +390,7 @@ class ReferenceConfig(Strict):
     sources: list[str] = Field(min_length=1, description="input sources (inputs[].source) whose documents are positive")
     negatives_per_positive: float = Field(1.0, gt=0, description="negatives sampled per positive")
     max_positives: int = Field(200_000, ge=10, description="positives beyond this are sampled down")
-    kind: Literal["blend", "fasttext", "lm_ratio", "combiner"] = "fasttext"
+    kind: Literal["fasttext", "lm_ratio", "combiner"] = "fasttext"
     weight: float = Field(1.0, gt=0, description="its weight in quality_score")
     heldout_fraction: float = Field(0.1, gt=0, lt=1, description="examples kept out of training to measure it")
 

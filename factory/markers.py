@@ -37,11 +37,6 @@ def outputs_digest(stage_dir: Path) -> str:
     return hashlib.sha256(outputs).hexdigest()
 
 
-def is_done(stage_dir: Path, config_hash: str, input_hash: str) -> bool:
-    marker = read_marker(stage_dir)
-    return bool(marker) and marker["config_hash"] == config_hash and marker["input_hash"] == input_hash
-
-
 def write_marker(
     build_dir: Path, stage_dir: Path, stage: str, config_hash: str, input_hash: str, counts: dict,
     outputs: list[Path],

@@ -147,6 +147,12 @@ def missing_inner_model(model_path: str | Path, kind: str | None) -> Path | None
     return None
 
 
+def stale_blend(model_path: str | Path, kind: str | None) -> bool:
+    """A blend trained beside another built-in default model than this version's (False for every other kind)."""
+    return (Path(model_path).is_file() and scorer_kind(model_path, kind) == "blend"
+            and read_sidecar(model_path).get("prior_sha256") != model_digest(default_model()))
+
+
 def scorer_kind(model_path: str | Path, kind: str | None = None) -> str:
     """`kind` when given, else the one the model's sidecar names, else fastText (e.g. DCLM's released classifier)."""
     return kind or read_sidecar(model_path).get("kind", "fasttext")
@@ -176,7 +182,7 @@ def load_scorer(model_path: str | Path, kind: str | None = None) -> Scorer:
     if kind == "combiner":
         return CombinedScorer(model_path, load_scorer)
     if kind == "blend":
-        if read_sidecar(model_path).get("prior_sha256") != model_digest(default_model()):
+        if stale_blend(model_path, kind):
             raise ValueError(f"{model_path} was blended with another built-in default model than this version's; "
                              "retrain it with `factory quality train`")
         return BlendedScorer(QualityScorer(model_path), load_scorer(default_model()))

@@ -91,11 +91,11 @@ def normalize_for_hash(text: str) -> str:
     After the case fold, each step is a lookup per code point in numpy (three regex/str passes over the text were a
     third of the dedup stage); the tables come from the same `regex` classes, so the result is the same."""
     codes = np.frombuffer(unicodedata.normalize("NFKC", text).casefold().encode("utf-32-le", "surrogatepass"),
-                          dtype=np.uint32)
+                          dtype="<u4")
     dropped, digit, space = _hash_tables()
     codes = codes[~dropped[codes]]
     codes = _collapse_runs(codes, digit[codes], ord("0"))
-    frame = np.array([ord(" ")], dtype=np.uint32)  # leading and trailing whitespace collapse into the frame
+    frame = np.array([ord(" ")], dtype="<u4")  # leading and trailing whitespace collapse into the frame
     framed = np.concatenate((frame, codes, frame))
     codes = _collapse_runs(framed, space[framed], ord(" "))
     return codes[1:-1].tobytes().decode("utf-32-le", "surrogatepass")
@@ -104,7 +104,7 @@ def normalize_for_hash(text: str) -> str:
 def _collapse_runs(codes: np.ndarray, member: np.ndarray, replacement: int) -> np.ndarray:
     """Every run of code points where ``member`` holds, as one ``replacement``."""
     starts = member & ~np.concatenate(([False], member[:-1]))
-    return np.where(member, np.uint32(replacement), codes)[~member | starts]
+    return np.where(member, np.array(replacement, dtype=codes.dtype), codes)[~member | starts]
 
 
 @cache

@@ -26,7 +26,7 @@ from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 
 from datafactory.factory.atomic import atomic_path
 from datafactory.factory.config import BuildConfig, RunnerConfig
-from datafactory.factory.markers import is_done, read_marker, reset_paths, write_marker
+from datafactory.factory.markers import read_marker, reset_paths, write_marker
 from datafactory.factory.records import (
     DECISION_COLUMNS,
     DOCUMENT_FIELDS,
@@ -614,7 +614,9 @@ class StageRun:
         return None if self.reads is None else StagePaths(self.build_dir, self.reads)
 
     def done(self) -> bool:
-        return is_done(self.paths.stage_dir, self.config_hash, self.input_hash)
+        """Its marker records this config hash and this input digest (the digest is waited for only then)."""
+        marker = read_marker(self.paths.stage_dir)
+        return bool(marker) and marker["config_hash"] == self.config_hash and marker["input_hash"] == self.input_hash
 
     def skipped(self) -> StageResult:
         return StageResult(self.stage, read_marker(self.paths.stage_dir)["counts"], True, 0.0)

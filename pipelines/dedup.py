@@ -153,7 +153,7 @@ class KeysOfPart(beam.DoFn):
         self.hasher = MinHasher(self.config) if self.config.minhash else None
         self.bands, self.rows = lsh_params(self.config)
 
-    def process(self, path: str) -> Iterable[dict]:
+    def process(self, path: str) -> Iterable[list[dict]]:
         part = self.parts.index(path)
         verify = self.config.minhash and self.config.verify
         store = SignatureStore(self.work / "signatures", self.config.num_perm)
@@ -370,7 +370,8 @@ class ApplyToPart(beam.DoFn):
                                     claims.get(doc_id, []), self.settings))
             return rows
 
-        batches = (decided(rows) for rows in iter_kept_batches(self.previous.stage_dir / name, 1024))
+        stores_text = "text" in self.schema.names  # decide() reads the text only to rewrite it, which stores it
+        batches = (decided(rows) for rows in iter_kept_batches(self.previous.stage_dir / name, 1024, stores_text))
         write_part(self.paths, name, self.schema, DUPLICATE, batches)
         if self.settings.substrings.enabled:
             write_spans(self.paths.stage_dir / SPANS_DIR / name, spans)
@@ -465,9 +466,10 @@ def run(job: StageRun) -> StageResult:
     work = paths.stage_dir / "_work"
     parts = [str(path) for path in previous.parts()]
     passes = key_passes(previous, dedup)
-    # the key-range passes group keys and no text; so does the first pipeline after them, unless it rewrites the text
+    # the key-range passes group keys and read no text; so does the first pipeline after them (it reads the keys'
+    # edges), unless its parts store the text
     grouping = config.model_copy(update={"runner": config.runner.for_text_free_pipeline()})
-    first_config = grouping if passes > 1 and not text_dedup.rewrites else config
+    first_config = grouping if passes > 1 and "text" not in schema.names else config
 
     def keys_of_parts(pipeline: beam.Pipeline, spill: bool) -> beam.PCollection:
         keys = KeysOfPart(dedup, parts, work, spill)

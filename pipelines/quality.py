@@ -253,9 +253,10 @@ class BucketPart(beam.DoFn):
 
 
 def warn_if_signals_differ(config: BuildConfig, specs: list[ScorerSpec]) -> None:
-    """A combiner learnt its weights on signals measured with the default heuristics settings; a build that measures
-    differently (other rule sets, word splitting, stop words, C4 line removal) feeds it other values, or none."""
-    combiners = [spec.label for spec in specs if scorer_kind(spec.model, spec.kind) == "combiner"]
+    """A combiner (and a blend's default model) learnt its weights on signals measured with the default heuristics
+    settings; a build that measures differently (other rule sets, word splitting, stop words, C4 line removal) feeds
+    it other values, or none."""
+    combiners = [spec.label for spec in specs if scorer_kind(spec.model, spec.kind) in ("combiner", "blend")]
     if combiners and config.heuristics.measuring_settings() != HeuristicsConfig().measuring_settings():
         log.warning("quality: %s read signals measured with non-default heuristics settings; its weights were "
                     "learnt on the defaults (missing signals count as average)", ", ".join(combiners))

@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,7 @@ from datafactory.factory.markers import outputs_digest, read_marker
 from datafactory.filters.eval_sets import EvalSetError, read_eval_sets
 from datafactory.filters.ftmodel import not_a_fasttext_model
 from datafactory.filters.heuristics import HeuristicFilter
-from datafactory.filters.quality_train import missing_inner_model, scorer_kind
+from datafactory.filters.quality_train import missing_inner_model, scorer_kind, stale_blend
 from datafactory.pipelines.inputs import input_bytes, named_files_digest, resolve_inputs
 
 if TYPE_CHECKING:  # the stage modules (Beam, numba, fastText) load when a stage runs, not when the list is read
@@ -31,7 +32,18 @@ Settings = Callable[[BuildConfig], object]
 Light = Callable[[BuildConfig], bool]
 
 
-DIGESTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="input-digest")  # hashlib releases the GIL
+def in_background(compute: Callable[[], str]) -> Future[str]:
+    """``compute()`` in a daemon thread (hashlib releases the GIL; a build stopped meanwhile does not wait for it)."""
+    result: Future[str] = Future()
+
+    def work() -> None:
+        try:
+            result.set_result(compute())
+        except BaseException as err:  # noqa: BLE001 - handed to whoever waits for the digest
+            result.set_exception(err)
+
+    threading.Thread(target=work, name="input-digest", daemon=True).start()
+    return result
 
 
 def always(config: BuildConfig) -> bool:
@@ -124,7 +136,7 @@ class Stage:
         config_hash = self.config_hash(config)
         marker = read_marker(StagePaths(build_dir, self.name).stage_dir)
         if marker is None or marker["config_hash"] != config_hash:  # it runs, whatever its inputs hold
-            digest = DIGESTS.submit(self.input_digest, config, build_dir)
+            digest = in_background(partial(self.input_digest, config, build_dir))
         else:
             digest = Future()
             digest.set_result(self.input_digest(config, build_dir))
@@ -216,6 +228,9 @@ def preflight(config: BuildConfig, origin: str = "config") -> None:
         if problem := not_a_fasttext_model(path):
             raise ConfigError(f"invalid config {origin}:\n  {key}: {path} {problem}")
     for spec in config.quality.scorers:
+        if stale_blend(config.resolve_path(spec.model), spec.kind):
+            raise ConfigError(f"invalid config {origin}:\n  quality.scorers ({spec.label}): the blend {spec.model} was "
+                              "trained beside another built-in default model; retrain it with `factory quality train`")
         if missing := missing_inner_model(config.resolve_path(spec.model), spec.kind):
             raise ConfigError(f"invalid config {origin}:\n  quality.scorers ({spec.label}): the combiner "
                               f"{spec.model} lacks its inner model {missing}")
@@ -227,7 +242,7 @@ def fasttext_models(config: BuildConfig) -> dict[str, str]:
     kinds = {"langid.model": "fasttext", "quality.model": None}
     kinds |= {f"quality.scorers[{index}].model": spec.kind for index, spec in enumerate(config.quality.scorers)}
     return {key: named[key] for key, kind in kinds.items()
-            if key in named and scorer_kind(named[key], kind) == "fasttext"}
+            if key in named and scorer_kind(named[key], kind) in ("fasttext", "blend")}  # a blend's file is fastText
 
 
 def stage(name: str) -> Stage:

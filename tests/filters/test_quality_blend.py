@@ -44,3 +44,19 @@ def test_a_blend_from_another_default_model_asks_for_retraining(tmp_path):
     sidecar_path(model).write_text(json.dumps(sidecar | {"prior_sha256": "0" * 64}))
     with pytest.raises(ValueError, match="retrain it with `factory quality train`"):
         load_scorer(model)
+
+
+def test_a_build_naming_a_stale_blend_fails_before_it_starts(tmp_path):
+    from datafactory.factory.config import BuildConfig, ConfigError
+    from datafactory.pipelines.registry import preflight
+
+    model = tmp_path / "mine.bin"
+    train_quality_model(synthetic_examples(80), model, "blend")
+    (tmp_path / "in.jsonl").write_text('{"text": "a"}\n')
+    config = BuildConfig.model_validate({"inputs": [{"path": str(tmp_path / "in.jsonl"), "source": "web"}],
+                                         "quality": {"scorers": [{"model": str(model)}]}})
+    preflight(config)
+    sidecar = json.loads(sidecar_path(model).read_text())
+    sidecar_path(model).write_text(json.dumps(sidecar | {"prior_sha256": "0" * 64}))
+    with pytest.raises(ConfigError, match=r"quality.scorers \(mine\): the blend .* retrain it"):
+        preflight(config)
