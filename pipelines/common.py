@@ -371,9 +371,15 @@ def _merge_into_run(paths: list[str], order: Callable[[dict], object], key_colum
 
 def parquet_rows(path: str | Path) -> Iterator[dict]:
     """A Parquet file's rows, holding one row group at a time (iter_batches reads several ahead)."""
+    for rows in parquet_row_groups(path):
+        yield from rows
+
+
+def parquet_row_groups(path: str | Path) -> Iterator[list[dict]]:
+    """A Parquet file's rows, a list per row group."""
     file = pq.ParquetFile(path)
     for group in range(file.num_row_groups):
-        yield from file.read_row_group(group).to_pylist()
+        yield file.read_row_group(group).to_pylist()
 
 
 def kept_rows(path: str) -> pa.Table:
@@ -599,7 +605,7 @@ class StageRun:
     stage: str
     reads: str | None
     config_hash: str  # of the settings the stage reads
-    input_digest: Future[str]  # settled before the run where the stage may be done, else computed while it runs
+    input_digest: Future[str]  # computed while the stage starts (see Stage.job)
 
     @property
     def input_hash(self) -> str:
@@ -709,26 +715,32 @@ class DocumentStep:
 
 @dataclass(frozen=True)
 class PassMember:
-    """One stage of a pass: where it writes, its part schema, its annotator; ``without_text`` is set when it writes its
-    kept documents' text on trial: the schema its parts get if they do not keep it (see ``storing_kept_text``)."""
+    """One stage of a pass: where it writes, its part schema, its annotator, and its part schema were it to store the
+    text; ``without_text`` is set when it writes its kept documents' text on trial (see ``last_on_trial``)."""
 
     paths: StagePaths
     schema: pa.Schema
     annotator: AnnotateBatch
+    text_schema: pa.Schema | None = None  # None: it never goes on trial (a stage outside last_on_trial)
     without_text: pa.Schema | None = None
+
+    @classmethod
+    def of(cls, paths: StagePaths, step: DocumentStep, upstream: pa.Schema, upstream_stage: str,
+           schema: pa.Schema | None = None) -> PassMember:
+        """The member for ``step`` reading parts of ``upstream`` (written by ``upstream_stage``); ``schema`` when its
+        part schema is settled already (a head's, by output_schema)."""
+        holder = schema_text_source(upstream_stage, upstream)
+        schema = schema or derived_schema(upstream, holder, step.added, step.consumed, step.writes_text)
+        text_schema = derived_schema(upstream, holder, step.added, step.consumed, stores_text=True)
+        return cls(paths, schema, step.annotator(), text_schema)
 
     def needs_text(self) -> bool:
         return self.annotator.reads_text or "text" in self.schema.names
 
-    def storing_kept_text(self, upstream: pa.Schema, upstream_stage: str, step: DocumentStep) -> PassMember:
-        """This member, as the last of a pass that reads the text anyway: it writes its kept documents' text (null for
-        the dropped) as it goes, and finish_member keeps that only if they are a small share (COMPACT_BELOW) of the
-        documents whose text the holder stores, so the stages after the pass read theirs, not every document's."""
-        if "text" in self.schema.names:
+    def storing_kept_text(self) -> PassMember:
+        if self.text_schema is None or "text" in self.schema.names:
             return self
-        schema = derived_schema(upstream, schema_text_source(upstream_stage, upstream), step.added, step.consumed,
-                                stores_text=True)
-        return dataclasses.replace(self, schema=schema, without_text=self.schema)
+        return dataclasses.replace(self, schema=self.text_schema, without_text=self.schema)
 
     def keep_only_kept_text(self, rows: list[dict]) -> None:
         if self.without_text is not None:
@@ -747,6 +759,16 @@ def survivors(written: pa.Table, rows: list[dict] = ()) -> list[dict]:
             if text is not None:
                 row["text"] = text
     return kept
+
+
+def last_on_trial(members: list[PassMember], text_read: bool) -> list[PassMember]:
+    """The members of a pass, the last writing its kept documents' text (null for the dropped) as it goes where the
+    pass reads the text anyway (``text_read``, or a member needs it): finish_member keeps that only if they are a small
+    share (COMPACT_BELOW) of the documents whose text the holder stores, so the stages after the pass read theirs, not
+    every document's. A stage alone is a pass of one."""
+    if members and (text_read or any(member.needs_text() for member in members)):
+        return [*members[:-1], members[-1].storing_kept_text()]
+    return members
 
 
 BATCH_ROWS = 256  # documents a per-document stage annotates at once (read in windows of this many rows of a part)
@@ -811,25 +833,19 @@ class Follower:
 class FollowingPass:
     """The stages that run, in order, in the pass of the stage before them (the head), each reading what the one
     before it kept. Each still writes its own parts, ledger and marker. Only the last may store the text for keeping
-    a small share of its source (COMPACT_BELOW): the others have it in memory (PassMember.storing_kept_text)."""
+    a small share of its source (COMPACT_BELOW): the others have it in memory (last_on_trial)."""
 
     followers: tuple[Follower, ...] = ()
 
-    def members(self, build_dir: Path, head: str, head_schema: pa.Schema, head_reads_text: bool) -> list[PassMember]:
-        """The followers' places in the pass behind ``head`` (its parts of ``head_schema``), their leftovers cleared;
-        the last one stores its kept documents' text on trial when the pass reads the text anyway."""
+    def members(self, build_dir: Path, head: str, head_schema: pa.Schema) -> list[PassMember]:
+        """The followers' places in the pass behind ``head`` (its parts of ``head_schema``), their leftovers cleared."""
         members: list[PassMember] = []
         stage, schema = head, head_schema
         for follower in self.followers:
-            step = follower.step
             paths = StagePaths(build_dir, follower.stage)
             paths.reset()
-            member = PassMember(paths, derived_schema(schema, schema_text_source(stage, schema), step.added,
-                                                      step.consumed, step.writes_text), step.annotator())
-            if follower is self.followers[-1] and (head_reads_text or any(m.needs_text() for m in [*members, member])):
-                member = member.storing_kept_text(schema, stage, step)
-            members.append(member)
-            stage, schema = follower.stage, member.schema
+            members.append(PassMember.of(paths, follower.step, schema, stage))
+            stage, schema = follower.stage, members[-1].schema
         return members
 
     def finish(self, members: list[PassMember], head: str, num_partitions: int) -> tuple[StageResult, ...]:
@@ -875,10 +891,9 @@ def run_document_stage(job: StageRun, step: DocumentStep, following: FollowingPa
     config = job.config
     schema = output_schema(job.previous, step.added, step.consumed, step.writes_text)
     job.paths.reset()
-    head = PassMember(job.paths, schema, step.annotator())
-    if not following.followers and head.needs_text():
-        head = head.storing_kept_text(pq.read_schema(job.previous.parts()[0]), job.previous.stage, step)
-    members = [head, *following.members(job.build_dir, job.stage, schema, head.needs_text())]
+    upstream = pq.read_schema(job.previous.parts()[0])
+    head = PassMember.of(job.paths, step, upstream, job.previous.stage, schema)
+    members = last_on_trial([head, *following.members(job.build_dir, job.stage, schema)], text_read=False)
     with watched_disk(job.build_dir):
         map_parts(config, job.previous, MapParts(members, BATCH_ROWS))
     result = finish_member(members[0], step, job, config.num_partitions)

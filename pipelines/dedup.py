@@ -46,6 +46,7 @@ from datafactory.pipelines.common import (
     fill_empty_partitions,
     iter_kept_batches,
     output_schema,
+    parquet_row_groups,
     part_name,
     partition_of,
     read_kept_batches,
@@ -196,13 +197,7 @@ class KeysOfPart(beam.DoFn):
 
 def read_keys(pipeline: beam.Pipeline, directory: Path) -> beam.PCollection:
     files = [str(path) for path in sorted(directory.glob("*.parquet"))]
-    return pipeline | "KeyFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(row_group_rows)
-
-
-def row_group_rows(path: str) -> Iterator[list[dict]]:
-    file = pq.ParquetFile(path)
-    for group in range(file.num_row_groups):
-        yield file.read_row_group(group).to_pylist()
+    return pipeline | "KeyFiles" >> beam.Create(files) | "ReadKeys" >> beam.FlatMap(parquet_row_groups)
 
 
 Keyed = tuple[str, str, int]  # (exact or band key, node, ordinal)

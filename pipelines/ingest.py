@@ -34,6 +34,7 @@ from datafactory.pipelines.common import (
     document_order,
     fill_empty_partitions,
     home_id,
+    last_on_trial,
     merge_run_tables,
     part_name,
     part_writer,
@@ -183,7 +184,7 @@ def run(job: StageRun, following: FollowingPass = ALONE) -> StageResult:
     members: list[PassMember] = []
 
     def body() -> dict:
-        members.extend(following.members(job.build_dir, job.stage, schema, head_reads_text=True))
+        members.extend(last_on_trial(following.members(job.build_dir, job.stage, schema), text_read=True))
 
         def build(pipeline: beam.Pipeline) -> None:
             (

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from datafactory.factory.config import BuildConfig, ConfigError
-from datafactory.factory.markers import outputs_digest, read_marker
+from datafactory.factory.markers import outputs_digest
 from datafactory.filters.eval_sets import EvalSetError, read_eval_sets
 from datafactory.filters.ftmodel import not_a_fasttext_model
 from datafactory.filters.heuristics import HeuristicFilter
@@ -128,19 +128,14 @@ class Stage:
         return kept_text(StagePaths(build_dir, self.upstream[0])).text_bytes
 
     def job(self, config: BuildConfig, build_dir: Path) -> StageRun:
-        """The stage's run under ``config``, its input digest computed once (its upstream must be done): here when the
-        stage may be done, else in a thread while it runs (ingest hashes every input file: 1 s a GB on one core)."""
-        from datafactory.pipelines.common import StagePaths, StageRun
+        """The stage's run under ``config``, its input digest computed once (its upstream must be done), in a thread:
+        a stage whose marker cannot match runs while it hashes (ingest hashes every input file: 1 s a GB on one core);
+        StageRun.done waits for it only when the marker could match."""
+        from datafactory.pipelines.common import StageRun
 
         reads = self.upstream[0] if self.upstream else None
-        config_hash = self.config_hash(config)
-        marker = read_marker(StagePaths(build_dir, self.name).stage_dir)
-        if marker is None or marker["config_hash"] != config_hash:  # it runs, whatever its inputs hold
-            digest = in_background(partial(self.input_digest, config, build_dir))
-        else:
-            digest = Future()
-            digest.set_result(self.input_digest(config, build_dir))
-        return StageRun(config, build_dir, self.name, reads, config_hash, digest)
+        digest = in_background(partial(self.input_digest, config, build_dir))
+        return StageRun(config, build_dir, self.name, reads, self.config_hash(config), digest)
 
     def execute(self, config: BuildConfig, build_dir: Path) -> StageResult:
         """Run the stage (or skip it when done). It reads the kept documents of its first upstream stage. Running mode
